@@ -1,0 +1,67 @@
+"""FixMatch (Sohn et al., NeurIPS 2020).
+
+For each unlabelled image: predict on a weak view, keep the arg-max as a hard pseudo-label when
+its confidence reaches ``threshold``, and train the strong view to predict it:
+
+    loss = CE(x_weak, y) + lambda_u * mean(1[max p(u_weak) >= tau] * CE(u_strong, argmax p(u_weak)))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    pseudo_label_stats,
+    register_algorithm,
+)
+
+
+@register_algorithm("fixmatch")
+class FixMatch(Algorithm):
+    """Confidence-thresholded pseudo-labels from weak views train strong views."""
+
+    class Params(AlgorithmParams):
+        threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau")
+        temperature: float = Field(1.0, gt=0, description="softmax temperature of the guesses")
+        lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
+        joint_batch: bool = Field(
+            False,
+            description="one forward over labelled, weak and strong views (batch norm sees them "
+            "together, as in the reference code); false runs the weak view without autograd",
+        )
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x, y = batch.labeled["weak"], batch.labels
+        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
+        n = len(x)
+        if self.p.joint_batch:
+            logits = self.model(torch.cat([x, u_weak, u_strong]))
+            logits_x, logits_weak, logits_strong = logits.split([n, len(u_weak), len(u_strong)])
+            logits_weak = logits_weak.detach()
+        else:
+            with torch.no_grad():
+                logits_weak = self.model(u_weak)
+            logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, len(u_strong)])
+
+        loss_sup = F.cross_entropy(logits_x, y)
+        probs = torch.softmax(logits_weak.float() / self.p.temperature, dim=1)
+        confidence, pseudo = probs.max(dim=1)
+        mask = (confidence >= self.p.threshold).float()
+        loss_unsup = (F.cross_entropy(logits_strong, pseudo, reduction="none") * mask).mean()
+
+        loss = loss_sup + self.p.lambda_u * loss_unsup
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
+        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
+        return StepOutput(loss, log)

@@ -1,0 +1,136 @@
+"""Command line: ``aerossl train|evaluate|demo|validate|report|list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from aerossl import api
+from aerossl.errors import AerosslError
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.config and "=" not in args.config:
+            raise AerosslError("give either CONFIG or --resume RUN_DIR, not both")
+        overrides = ([args.config] if args.config else []) + args.overrides
+        result = api.resume(args.resume, overrides)
+    else:
+        if not args.config:
+            raise AerosslError("missing CONFIG (a YAML file or a shipped config name)")
+        result = api.train(args.config, args.overrides)
+    print(f"test accuracy {result.final_acc:.4f} (best {result.best_acc:.4f} at step "
+          f"{result.best_step}) after {result.steps} steps, {result.minutes:.1f} min")
+    print(f"run folder: {result.run_dir}")
+    if result.report:
+        print(f"report: {result.report}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    res = api.evaluate(args.run_dir, args.checkpoint, args.device)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['run_dir']} ({args.checkpoint}.pt, step {res['step']}): test accuracy "
+              f"{res['accuracy']:.4f} on {res['num_test']} images, loss {res['loss']:.4f}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    results = api.demo(args.steps_scale, args.output_dir, args.device)
+    print("\naerossl demo: UC Merced mini (21 classes, 4 labels per class), same labels")
+    for name, r in results.items():
+        print(f"  {name:<16} test accuracy {r.final_acc:6.1%}   ({r.steps} steps, "
+              f"{r.minutes:.1f} min)   report: {r.report}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from aerossl.config import load_config
+
+    cfg = load_config(api.find_config(args.config), args.overrides)
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(f"# {args.config}: valid", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from aerossl.engine.report import write_report
+
+    print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from aerossl.algorithms import algorithm_names
+    from aerossl.augment import AUGMENTATIONS
+    from aerossl.models import model_names
+
+    print("algorithms:    ", ", ".join(algorithm_names()))
+    print("models:        ", ", ".join(model_names()))
+    print("augmentations: ", ", ".join(sorted(AUGMENTATIONS)))
+    print("configs:       ", ", ".join(api.shipped_configs()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(prog="aerossl", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a run, or resume one")
+    t.add_argument("config", nargs="?", help="YAML config or shipped config name")
+    t.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a run's saved model on its test split")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print per-class results as JSON")
+    e.set_defaults(func=_evaluate)
+
+    d = sub.add_parser("demo", help="supervised vs FixMatch on the embedded demo dataset")
+    d.add_argument("--steps-scale", type=float, default=1.0, help="multiply the demo budget")
+    d.add_argument("--output-dir", default="runs")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=_demo)
+
+    v = sub.add_parser("validate", help="check a config and print it resolved")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(func=_validate)
+
+    r = sub.add_parser("report", help="(re)write a run's HTML and Markdown report")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_report)
+
+    li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
+    li.set_defaults(func=_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``aerossl`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except AerosslError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

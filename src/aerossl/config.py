@@ -1,0 +1,275 @@
+"""Run configuration: one validated schema, YAML files and dotted CLI overrides.
+
+The schema below is the one place where defaults live. Sections whose keys depend on a choice
+(``model`` and ``algorithm``) are checked against the chosen model's constructor and the chosen
+algorithm's ``Params`` model, so a misspelled key is caught before any data is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aerossl.errors import ConfigError
+
+AugmentSpec = list[str | dict[str, Any]]
+
+WEAK: AugmentSpec = ["flip", "rot90", {"name": "crop", "pad": 0.125}]
+STRONG: AugmentSpec = [*WEAK, {"name": "randaugment", "n": 2, "m": 10}, {"name": "cutout"}]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the images are and how they are split."""
+
+    root: str = Field("demo", description="dataset folder (one sub-folder per class) or 'demo'")
+    image_size: int = Field(64, ge=8, description="images are resized to this square size")
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="test share of each class")
+    labels_per_class: int | None = Field(
+        4, ge=1, description="labelled images drawn per class from the train part (null: all)"
+    )
+    labeled_names_file: str | None = Field(None, description="split file of labelled images")
+    test_names_file: str | None = Field(None, description="split file of test images")
+    split_seed: int | None = Field(None, description="seed of the split (null: the run's seed)")
+    cache_dir: str | None = Field(None, description="image cache folder (null: ~/.cache/aerossl)")
+    mean: list[float] | None = Field(None, description="per-channel mean (null: from train set)")
+    std: list[float] | None = Field(None, description="per-channel std (null: from train set)")
+
+
+class ModelConfig(_Section):
+    """Network architecture; extra keys are passed to the model's constructor."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = Field("cnn", description="model name: cnn, wrn, resnet18")
+
+
+class AlgorithmConfig(_Section):
+    """Training method; extra keys are the algorithm's own parameters."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = Field("fixmatch", description="algorithm name: supervised, fixmatch, ...")
+
+
+class TrainConfig(_Section):
+    """Optimisation and bookkeeping."""
+
+    steps: int = Field(2000, ge=1, description="total optimiser steps")
+    batch_size: int = Field(32, ge=1, description="labelled images per step (global, all ranks)")
+    mu: int = Field(3, ge=1, description="unlabelled images per labelled image in a step")
+    lr: float = Field(0.03, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(True, description="Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (not on BN and biases)")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: lr * cos(7*pi*k / (16*K)) as in FixMatch"
+    )
+    ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of evaluated weights (0: off)")
+    eval_every: int = Field(200, ge=1, description="evaluate on the test split every N steps")
+    log_every: int = Field(25, ge=1, description="log averaged training values every N steps")
+    eval_batch_size: int = Field(256, ge=1, description="batch size of evaluation")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads (null: torch default)")
+    amp: bool | None = Field(None, description="mixed precision (null: on for CUDA, off on CPU)")
+    channels_last: bool = Field(True, description="channels_last memory format")
+    progress: bool = Field(True, description="show a progress bar")
+    tensorboard: bool = Field(True, description="also write TensorBoard logs")
+
+
+class Config(_Section):
+    """A whole run."""
+
+    name: str = Field("run", description="run name; the run folder is output_dir/name")
+    output_dir: str = Field("runs", description="parent folder of run folders")
+    seed: int = Field(0, description="seed of initialisation, data order and augmentation")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    augment: dict[str, AugmentSpec] = Field(
+        default_factory=lambda: {"weak": copy.deepcopy(WEAK), "strong": copy.deepcopy(STRONG)},
+        description="named batch augmentation pipelines the algorithm's views refer to",
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    report: list[Literal["html", "md"]] = Field(
+        default_factory=lambda: ["html", "md"], description="report formats"
+    )
+
+    def algorithm_params(self) -> dict[str, Any]:
+        """The algorithm section without its name."""
+        return {k: v for k, v in self.algorithm.model_dump().items() if k != "name"}
+
+    def model_params(self) -> dict[str, Any]:
+        """The model section without its name."""
+        return {k: v for k, v in self.model.model_dump().items() if k != "name"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, as written to a run folder's config.yaml."""
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names of the (sub-)model found at ``loc`` (the parent of an offending key)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """A "; did you mean 'x'?" hint, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            hint = suggest(str(loc[-1]), _fields_at(Config, loc[:-1]))
+            lines.append(f"{source}: unknown key '{key}'{hint}")
+        else:
+            value = e.get("input")
+            lines.append(f"{source}: {key}: {e['msg']} (got {value!r})")
+    return "\n".join(lines)
+
+
+def _check_choices(cfg: Config, source: str) -> None:
+    """Validate the model and algorithm sections against the chosen implementations."""
+    from aerossl.algorithms import get_algorithm
+    from aerossl.augment import build_pipeline
+    from aerossl.models import model_params
+
+    try:
+        params = model_params(cfg.model.name)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: model.name: {e}") from None
+    for key in cfg.model_params():
+        if key not in params:
+            hint = suggest(key, list(params))
+            raise ConfigError(f"{source}: unknown key 'model.{key}' for model "
+                              f"'{cfg.model.name}'{hint} (valid: {', '.join(params)})")
+    try:
+        algo = get_algorithm(cfg.algorithm.name)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: algorithm.name: {e}") from None
+    try:
+        algo.Params(**cfg.algorithm_params())
+    except ValidationError as e:
+        fields = list(algo.Params.model_fields)
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"{source}: unknown key 'algorithm.{key}' for algorithm "
+                            f"'{cfg.algorithm.name}'{suggest(key, fields)}")
+            else:
+                msgs.append(f"{source}: algorithm.{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(msgs)) from None
+    for name, spec in cfg.augment.items():
+        try:
+            build_pipeline(spec)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: augment.{name}: {e}") from None
+    needed = set(algo.pipelines(algo.Params(**cfg.algorithm_params())))
+    missing = needed - set(cfg.augment)
+    if missing:
+        raise ConfigError(f"{source}: algorithm '{cfg.algorithm.name}' needs augment pipelines "
+                          f"{sorted(missing)}; declare them under 'augment'")
+    if (cfg.data.mean is None) != (cfg.data.std is None):
+        raise ConfigError(f"{source}: data.mean and data.std must be given together")
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI override value as YAML (so 0.9, true, null and [1, 2] work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config dict (returns a copy)."""
+    out = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a raw dict into a :class:`Config`; errors name the source and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got "
+                          f"{type(raw).__name__}")
+    try:
+        cfg = Config(**raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+    except TypeError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    _check_choices(cfg, source)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely (no code execution); errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections")
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    **sections: Any,
+) -> Config:
+    """Load a YAML config (or defaults), apply dotted overrides and keyword sections, validate.
+
+    >>> cfg = load_config("configs/demo_fixmatch.yaml", ["train.steps=500"])
+    """
+    raw = read_yaml(path) if path is not None else {}
+    raw.update(copy.deepcopy(sections))
+    raw = apply_overrides(raw, overrides)
+    return config_from_dict(raw, str(path) if path is not None else "<config>")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

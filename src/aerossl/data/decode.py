@@ -1,0 +1,138 @@
+"""Decode one image file into a fixed-size ``uint8`` channel-first array.
+
+Only 8-bit RGB output (``channels=3``) exists today. The reader is split into a decode step
+(file -> ``H x W x C`` array) and a resize step so that a multispectral reader (N-band uint16
+GeoTIFF) can be added as another ``channels`` branch without touching callers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from aerossl.errors import DataError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+"""Lower-case file extensions treated as images (matched case-insensitively)."""
+
+TIFF_EXTENSIONS: frozenset[str] = frozenset({".tif", ".tiff"})
+
+# Pillow raises DecompressionBombError above twice its MAX_IMAGE_PIXELS; apply the same limit
+# to TIFFs decoded by tifffile, which has no such protection of its own.
+_BOMB_FACTOR = 2
+
+_HIGH_BIT_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def is_image_file(name: str) -> bool:
+    """True when ``name`` has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | Path, image_size: int, channels: int = 3) -> np.ndarray:
+    """Read ``path`` as a ``uint8`` array of shape ``(channels, image_size, image_size)``.
+
+    TIFFs are read with tifffile (falling back to Pillow), other formats with Pillow.
+    Grayscale, RGBA, palette and CMYK images become RGB. Images not already
+    ``image_size x image_size`` are resized with Pillow's antialiased bicubic filter.
+    Raises :class:`DataError` naming the file when it cannot be decoded.
+    """
+    if channels != 3:
+        raise DataError(
+            f"{path}: channels={channels} is not supported yet; only 8-bit RGB images "
+            "(channels=3) can be read"
+        )
+    if int(image_size) != image_size or image_size < 1:
+        raise DataError(f"{path}: image_size must be a positive integer, got {image_size!r}")
+    path = Path(path)
+    hwc = _decode_rgb(path)
+    if hwc.shape[0] != image_size or hwc.shape[1] != image_size:
+        resized = Image.fromarray(hwc, mode="RGB").resize(
+            (image_size, image_size), Image.Resampling.BICUBIC
+        )
+        hwc = np.asarray(resized)
+    return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+
+
+def _decode_rgb(path: Path) -> np.ndarray:
+    """Decode ``path`` to an ``H x W x 3`` uint8 array or raise :class:`DataError`."""
+    tiff_problem = ""
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        try:
+            arr = _read_tiff(path)
+        except DataError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:  # any tifffile failure: try Pillow instead
+            tiff_problem = f"tifffile: {type(exc).__name__}: {exc}; "
+        else:
+            if arr is not None:
+                return arr
+    try:
+        return _read_pillow(path)
+    except DataError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types on corrupt data
+        raise DataError(
+            f"{path}: cannot decode image ({tiff_problem}{type(exc).__name__}: {exc}); "
+            "the file is corrupt or not a supported image - re-download, convert or delete it"
+        ) from exc
+
+
+def _read_tiff(path: Path) -> np.ndarray | None:
+    """Read a TIFF with tifffile; ``None`` when its layout is not plain gray/RGB(A)."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = getattr(series, "axes", "")
+        if "Y" in axes and "X" in axes:
+            pixels = series.shape[axes.index("Y")] * series.shape[axes.index("X")]
+        else:
+            pixels = int(np.prod(series.shape, dtype=np.int64))
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and pixels > _BOMB_FACTOR * limit:
+            raise DataError(
+                f"{path}: TIFF of shape {tuple(series.shape)} is too large to decode safely "
+                f"(more than {_BOMB_FACTOR * limit} pixels); crop or downsample it first"
+            )
+        arr = series.asarray()
+    if arr.dtype != np.uint8:
+        raise DataError(
+            f"{path}: TIFF has dtype {arr.dtype} and shape {arr.shape}; the RGB reader needs "
+            "8-bit images (multispectral/16-bit reading is not supported yet) - convert it "
+            "to 8-bit RGB"
+        )
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return np.ascontiguousarray(arr[..., :3])
+    return None
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    """Read any Pillow-supported image and convert it to RGB."""
+    with warnings.catch_warnings():
+        # Palette images with transparency are converted via RGBA below; keep the
+        # DecompressionBombWarning (and error) as Pillow issues them.
+        warnings.filterwarnings("ignore", message="Palette images with Transparency")
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in _HIGH_BIT_MODES:
+                raise DataError(
+                    f"{path}: image mode {img.mode} (16-bit or float) is not supported by the "
+                    "RGB reader - convert it to 8-bit RGB"
+                )
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8)

@@ -1,0 +1,134 @@
+"""Scan an image-folder dataset: one sub-folder per class, images anywhere inside it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
+from aerossl.errors import DataError
+
+logger = logging.getLogger("aerossl")
+
+
+@dataclass(eq=False)
+class FolderDataset:
+    """Image files of a folder dataset and their integer labels.
+
+    ``files`` are POSIX paths relative to ``root``, sorted by (class, path); ``labels[i]``
+    indexes ``classes`` for ``files[i]``; ``skipped`` counts hidden or non-image files found
+    inside class folders.
+    """
+
+    root: Path
+    files: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        """Absolute path of image ``index``."""
+        return self.root / self.files[index]
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk_class(class_dir: Path) -> tuple[list[str], int]:
+    """Image paths (relative to ``class_dir``) found recursively, and the skipped count."""
+    images: list[str] = []
+    skipped = 0
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        rel_dir = Path(dirpath).relative_to(class_dir)
+        for name in list(dirnames):
+            if _is_hidden(name):
+                dirnames.remove(name)
+                for _, _, hidden_files in os.walk(Path(dirpath) / name):
+                    skipped += len(hidden_files)
+        dirnames.sort()
+        for name in filenames:
+            if _is_hidden(name) or not is_image_file(name):
+                skipped += 1
+            elif (Path(dirpath) / name).is_file():
+                images.append((rel_dir / name).as_posix())
+            else:
+                skipped += 1
+    images.sort()
+    return images, skipped
+
+
+def scan_folder(root: str | Path) -> FolderDataset:
+    """Find the classes (sub-folders of ``root``) and their images (searched recursively).
+
+    Hidden files and folders (name starting with '.') and non-image files are skipped and
+    reported in one warning on the ``aerossl`` logger. Files and hidden folders directly in
+    ``root`` (README, LICENSE, .git, ...) belong to no class and are ignored silently; loose
+    images there are counted as skipped. Raises :class:`DataError` when the folder is
+    missing, has no class folders, or a class folder has no images.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise DataError(f"{root_path}: dataset folder does not exist; check the data path")
+    if not root_path.is_dir():
+        raise DataError(
+            f"{root_path}: dataset path is not a folder; point it at a folder with one "
+            "sub-folder of images per class"
+        )
+    root_path = root_path.resolve()
+    try:
+        entries = sorted(root_path.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise DataError(
+            f"{root_path}: cannot list dataset folder ({exc}); check its permissions"
+        ) from exc
+
+    class_dirs = [p for p in entries if p.is_dir() and not _is_hidden(p.name)]
+    loose_images = [p for p in entries if p.is_file() and is_image_file(p.name)]
+    if not class_dirs:
+        hint = f" (found {len(loose_images)} images directly in it)" if loose_images else ""
+        raise DataError(
+            f"{root_path}: no class folders found{hint}; put the images in one sub-folder "
+            "per class, e.g. ROOT/forest/img1.jpg"
+        )
+
+    classes: list[str] = []
+    files: list[str] = []
+    labels: list[int] = []
+    skipped = len(loose_images)
+    for class_dir in class_dirs:
+        images, class_skipped = _walk_class(class_dir)
+        skipped += class_skipped
+        if not images:
+            exts = " ".join(sorted(IMAGE_EXTENSIONS))
+            raise DataError(
+                f"{class_dir}: class folder '{class_dir.name}' has no images ({exts}); "
+                "add images or remove the folder"
+            )
+        label = len(classes)
+        classes.append(class_dir.name)
+        files.extend(f"{class_dir.name}/{rel}" for rel in images)
+        labels.extend([label] * len(images))
+
+    if skipped:
+        logger.warning("skipped %d files under %s (hidden or not images)", skipped, root_path)
+    return FolderDataset(
+        root=root_path,
+        files=files,
+        labels=np.asarray(labels, dtype=np.int64),
+        classes=classes,
+        skipped=skipped,
+    )

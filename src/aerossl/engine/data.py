@@ -1,0 +1,196 @@
+"""From a config's data section to cached uint8 images, a split, and augmented batches."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aerossl.algorithms import Batch, ViewSpec
+from aerossl.augment import Compose
+from aerossl.config import DataConfig
+from aerossl.data import (
+    FolderDataset,
+    Split,
+    demo_dataset_path,
+    load_or_build_cache,
+    scan_folder,
+    split_from_files,
+    stratified_split,
+)
+from aerossl.data.sampler import IndexStream
+
+log = logging.getLogger("aerossl")
+
+#: Images of datasets up to this size are copied from the memory-mapped cache into RAM.
+PRELOAD_BYTES = 4 * 2**30
+
+
+def resolve_root(root: str) -> Path:
+    """``'demo'`` names the embedded demo dataset; anything else is a folder path."""
+    return demo_dataset_path() if root == "demo" else Path(root).expanduser()
+
+
+@dataclass
+class DataBundle:
+    """Everything the engine needs to know about the data of a run."""
+
+    dataset: FolderDataset
+    split: Split
+    images: torch.Tensor  # uint8 (N, C, S, S), CPU memory (or memory-mapped)
+    labels: torch.Tensor  # int64 (N,)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, index order."""
+        return self.dataset.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.dataset.classes)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the cached images."""
+        return int(self.images.shape[1])
+
+
+def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> DataBundle:
+    """Scan, split and cache a dataset; with ``split_dir`` reuse a run's saved split files."""
+    dataset = scan_folder(resolve_root(cfg.root))
+    split_seed = seed if cfg.split_seed is None else cfg.split_seed
+    if split_dir is not None:
+        split = split_from_files(
+            dataset, split_dir / "labeled.txt", split_dir / "test.txt", seed=split_seed
+        )
+    elif cfg.labeled_names_file is not None:
+        split = split_from_files(
+            dataset,
+            Path(cfg.labeled_names_file),
+            Path(cfg.test_names_file) if cfg.test_names_file else None,
+            test_fraction=cfg.test_fraction,
+            seed=split_seed,
+        )
+    else:
+        split = stratified_split(
+            dataset.labels, dataset.classes, cfg.test_fraction, cfg.labels_per_class, split_seed
+        )
+    cache = load_or_build_cache(
+        dataset, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None
+    )
+    if cache.nbytes <= PRELOAD_BYTES:
+        images = torch.from_numpy(np.array(cache))
+    else:  # stays memory-mapped: batches are read from disk (page cache) as they are drawn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memmap
+            images = torch.from_numpy(cache)
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    return DataBundle(dataset, split, images, labels)
+
+
+def channel_stats(images: torch.Tensor, indices: np.ndarray, chunk: int = 512) -> tuple[list, list]:
+    """Per-channel mean and std (of uint8 / 255) over the given images, in chunks."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for start in range(0, len(indices), chunk):
+        x = images[torch.as_tensor(indices[start : start + chunk])].double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+class BatchBuilder:
+    """Draws index batches, gathers cached uint8 images, moves them and augments on device.
+
+    The images are moved to the device once when it is an accelerator and they fit; otherwise
+    each batch is gathered on the CPU, pinned and copied without blocking.
+    """
+
+    def __init__(
+        self,
+        data: DataBundle,
+        views: ViewSpec,
+        pipelines: dict[str, Compose],
+        batch_size: int,
+        unlabeled_batch_size: int,
+        seed: int,
+        device: torch.device,
+        channels_last: bool,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.views = views
+        self.pipelines = pipelines
+        self.device = device
+        self.channels_last = channels_last
+        self.labels = data.labels.to(device)
+        self.images = data.images
+        if device.type == "cuda" and data.images.nbytes < 0.25 * _free_cuda_bytes(device):
+            self.images = data.images.to(device)
+        self.labeled = IndexStream(data.split.labeled, batch_size, seed, 0, rank, world_size)
+        self.unlabeled = (
+            IndexStream(data.split.unlabeled, unlabeled_batch_size, seed, 1, rank, world_size)
+            if views.unlabeled
+            else None
+        )
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.images.device == self.device:
+            return self.images[idx.to(self.device)]
+        x = self.images[idx]
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
+
+    def _views(self, raw: torch.Tensor, spec: dict[str, str]) -> dict[str, torch.Tensor]:
+        x = raw.float().div_(255.0)
+        out = {}
+        for view, pipeline in spec.items():
+            v = self.pipelines[pipeline](x, self.generator)
+            if self.channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+            out[view] = v
+        return out
+
+    def next(self) -> Batch:
+        """The next training batch with every view the algorithm asked for."""
+        idx = self.labeled.next()
+        batch = Batch(
+            labeled=self._views(self._gather(idx), self.views.labeled),
+            labels=self.labels[idx.to(self.labels.device)],
+        )
+        if self.unlabeled is not None:
+            uidx = self.unlabeled.next()
+            batch.unlabeled = self._views(self._gather(uidx), self.views.unlabeled)
+            batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
+        return batch
+
+    def state_dict(self) -> dict:
+        """Stream positions and augmentation RNG state."""
+        return {
+            "labeled": self.labeled.state_dict(),
+            "unlabeled": self.unlabeled.state_dict() if self.unlabeled else None,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore stream positions and augmentation RNG state."""
+        self.labeled.load_state_dict(state["labeled"])
+        if self.unlabeled is not None and state.get("unlabeled") is not None:
+            self.unlabeled.load_state_dict(state["unlabeled"])
+        self.generator.set_state(state["generator"])
+
+
+def _free_cuda_bytes(device: torch.device) -> int:
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)

@@ -1,0 +1,384 @@
+"""The training engine: one loop for every algorithm.
+
+The engine owns the run folder, data order, augmentation, optimiser and learning-rate schedule,
+EMA, evaluation, atomic checkpoints, exact resume, logs and the report. An algorithm only turns a
+batch of views into a loss (see :mod:`aerossl.algorithms.base`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aerossl.algorithms import Algorithm, StepContext, get_algorithm
+from aerossl.augment import build_pipeline
+from aerossl.config import Config, config_from_dict, read_yaml, save_config
+from aerossl.data import write_split
+from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint
+from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
+from aerossl.engine.ema import EMA
+from aerossl.engine.evaluate import EvalResult, evaluate_model
+from aerossl.engine.logger import MetricLogger
+from aerossl.errors import AerosslError, CheckpointError, ConfigError
+from aerossl.models import create_model
+from aerossl.models.normalize import Normalized
+
+log = logging.getLogger("aerossl")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    final_acc: float
+    best_acc: float
+    best_step: int
+    steps: int
+    minutes: float
+    report: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        d = asdict(self)
+        d["run_dir"], d["report"] = str(self.run_dir), str(self.report) if self.report else None
+        return d
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"train.device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: CUDA requested but not available")
+    return device
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """``output_dir/name``, or ``name-2``, ``name-3``... if that folder is already used."""
+    base = Path(cfg.output_dir) / cfg.name
+    run_dir, k = base, 1
+    while run_dir.exists() and any(run_dir.iterdir()):
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
+
+
+def build_network(cfg: Config, num_classes: int, channels: int) -> Normalized:
+    """The configured classifier behind per-channel normalisation."""
+    assert cfg.data.mean is not None and cfg.data.std is not None
+    backbone = create_model(cfg.model.name, num_classes, channels, **cfg.model_params())
+    return Normalized(backbone, cfg.data.mean, cfg.data.std)
+
+
+def lr_factor(step: int, cfg: Config) -> float:
+    """Linear warm-up, then FixMatch's cosine decay ``cos(7 pi k / (16 K))`` (or constant)."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return 1.0
+    return math.cos(7 * math.pi * step / (16 * t.steps))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights of convolutions and linear layers, not on biases or norms."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class Trainer:
+    """Sets a run up from a config (or resumes one from its folder) and trains it."""
+
+    def __init__(self, cfg: Config, run_dir: Path | None = None, resume: bool = False) -> None:
+        self.resume = resume
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+        t = cfg.train
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        self.device = resolve_device(t.device)
+        self.amp = (self.device.type == "cuda") if t.amp is None else t.amp
+        torch.manual_seed(cfg.seed)
+
+        split_dir = self.run_dir / "split" if resume else None
+        self.data: DataBundle = load_data(cfg.data, cfg.seed, split_dir)
+        if cfg.data.mean is None:
+            mean, std = channel_stats(self.data.images, self.data.split.unlabeled)
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"mean": mean,
+                                                                              "std": std})})
+        self.cfg = cfg
+
+        algo_cls = get_algorithm(cfg.algorithm.name)
+        params = algo_cls.Params(**cfg.algorithm_params())
+        self.views = algo_cls.views(params)
+        network = build_network(cfg, self.data.num_classes, self.data.channels)
+        if t.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        self.algorithm: Algorithm = algo_cls(network, params, self.data.num_classes).to(self.device)
+        self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
+        self.optimizer = torch.optim.SGD(
+            param_groups(self.algorithm, t.weight_decay), lr=t.lr, momentum=t.momentum,
+            nesterov=t.nesterov and t.momentum > 0,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: lr_factor(k, self.cfg)
+        )
+        amp_dtype = torch.bfloat16
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            amp_dtype = torch.float16
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp and amp_dtype == torch.float16
+        )
+        pipelines = {name: build_pipeline(cfg.augment[name]) for name in self.views.pipelines()}
+        self.batches = BatchBuilder(
+            self.data, self.views, pipelines, t.batch_size, t.batch_size * t.mu, cfg.seed,
+            self.device, t.channels_last,
+        )
+        self.step = 0
+        self.window: dict[str, list] = defaultdict(list)  # values logged since the last log row
+        self.best_acc, self.best_step = -1.0, 0
+        self.elapsed = 0.0
+        self._setup_run_dir()
+
+    # ---------------------------------------------------------------- run folder and state
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where last.pt and best.pt live."""
+        return self.run_dir / "checkpoints"
+
+    def _setup_run_dir(self) -> None:
+        if self.resume:
+            self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", self.device))
+            self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, self.step)
+            log.info("resuming %s at step %d of %d", self.run_dir, self.step, self.cfg.train.steps)
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        except OSError as e:
+            raise CheckpointError(f"cannot write run folder {self.run_dir}: {e}") from None
+        summary = write_split(self.data.split, self.data.dataset, self.run_dir)
+        (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the run is."""
+        state = {
+            "step": self.step,
+            "algorithm": self.algorithm.state_dict(),
+            "eval_model": self.eval_network().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "batches": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best_acc": self.best_acc,
+            "best_step": self.best_step,
+            "elapsed": self.elapsed,
+            "window": {k: [float(v) for v in vals] for k, vals in self.window.items()},
+            "classes": self.data.classes,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["eval_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.best_acc, self.best_step = float(state["best_acc"]), int(state["best_step"])
+        self.elapsed = float(state["elapsed"])
+        self.window = defaultdict(list, {k: list(v) for k, v in state["window"].items()})
+
+    def eval_network(self) -> nn.Module:
+        """The weights that are evaluated: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.algorithm.eval_model()
+
+    def save(self, best: bool = False) -> None:
+        """Write last.pt (and best.pt) atomically."""
+        state = self.state_dict()
+        save_checkpoint(state, self.checkpoint_dir / "last.pt")
+        if best:
+            save_checkpoint(
+                {"step": self.step, "eval_model": state["eval_model"], "acc": self.best_acc,
+                 "classes": self.data.classes},
+                self.checkpoint_dir / "best.pt",
+            )
+
+    # ---------------------------------------------------------------- training
+
+    def evaluate(self) -> EvalResult:
+        """Evaluate the evaluated weights on the test split."""
+        return evaluate_model(
+            self.eval_network(), self.data.images, self.data.labels, self.data.split.test,
+            self.cfg.train.eval_batch_size, self.device, self.data.num_classes,
+            amp_dtype=self.amp_dtype if self.amp else None,
+            channels_last=self.cfg.train.channels_last,
+        )
+
+    def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        t0 = time.perf_counter()
+        batch = self.batches.next()
+        t1 = time.perf_counter()
+        self.algorithm.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = self.algorithm.training_step(batch, ctx)
+        if not torch.isfinite(out.loss):
+            terms = {k: float(v) for k, v in out.log.items() if k.startswith("loss")}
+            raise AerosslError(f"non-finite loss at step {ctx.step}: {terms}; the last good "
+                               f"checkpoint is {self.checkpoint_dir / 'last.pt'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        t2 = time.perf_counter()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.algorithm.eval_model(), ctx.step)
+        self.algorithm.on_step_end(ctx)
+        t3 = time.perf_counter()
+        values = {"loss": out.loss.detach(), **out.log}
+        times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2}
+        return values, times
+
+    def fit(self, until: int | None = None) -> RunResult | None:
+        """Train to ``train.steps``, evaluating and checkpointing on the way.
+
+        With ``until`` stop after that many steps instead, writing a checkpoint to resume from,
+        and return None.
+        """
+        t = self.cfg.train
+        stop = t.steps if until is None else min(until, t.steps)
+        window = self.window
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
+                   dynamic_ncols=True, leave=False)
+        last_time = time.perf_counter()
+        try:
+            while self.step < stop:
+                ctx = StepContext(self.step, t.steps)
+                values, times = self._train_step(ctx)
+                self.step += 1
+                for k, v in values.items():
+                    window[k].append(v.detach().float() if torch.is_tensor(v) else float(v))
+                for k, v in times.items():
+                    window[k].append(v)
+                bar.update(1)
+                now = time.perf_counter()
+                self.elapsed += now - last_time
+                last_time = now
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    row = _mean_window(window)
+                    row["lr"] = self.optimizer.param_groups[0]["lr"]
+                    self.logger.log(self.step, "train", row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{max(self.best_acc, 0):.3f}")
+                    window.clear()
+                if self.step % t.eval_every == 0 or self.step == t.steps:
+                    self._eval_and_checkpoint()
+                    last_time = time.perf_counter()
+        except KeyboardInterrupt:
+            bar.close()
+            self.save()
+            log.warning("stopped at step %d; checkpoint written. Continue with: "
+                        "aerossl train --resume %s", self.step, self.run_dir)
+            raise
+        bar.close()
+        if self.step < t.steps:
+            self.save()
+            self.logger.close()
+            return None
+        return self.finish()
+
+    def _eval_and_checkpoint(self) -> None:
+        result = self.evaluate()
+        best = result.accuracy > self.best_acc
+        if best:
+            self.best_acc, self.best_step = result.accuracy, self.step
+        self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
+                                            "best_acc": self.best_acc})
+        log.info("step %d/%d  test acc %.4f  (best %.4f at %d)", self.step, self.cfg.train.steps,
+                 result.accuracy, self.best_acc, self.best_step)
+        self.save(best=best)
+
+    def finish(self) -> RunResult:
+        """Final evaluation, eval.json, summary.json and the report."""
+        result = self.evaluate()
+        write_eval(self.run_dir, result, self.step, self.data.classes)
+        summary = {
+            "algorithm": self.cfg.algorithm.name,
+            "model": self.cfg.model.name,
+            "dataset": self.cfg.data.root,
+            "image_size": self.cfg.data.image_size,
+            "seed": self.cfg.seed,
+            "num_labeled": len(self.data.split.labeled),
+            "num_unlabeled": len(self.data.split.unlabeled),
+            "num_test": len(self.data.split.test),
+            "classes": self.data.classes,
+            "steps": self.step,
+            "best_step": self.best_step,
+            "best_acc": self.best_acc,
+            "final_acc": result.accuracy,
+            "minutes": self.elapsed / 60,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.logger.close()
+        report = None
+        if self.cfg.report:
+            from aerossl.engine.report import write_report
+
+            report = write_report(self.run_dir)
+        return RunResult(self.run_dir, result.accuracy, self.best_acc, self.best_step, self.step,
+                         self.elapsed / 60, report)
+
+
+def _mean_window(window: dict[str, list]) -> dict[str, float]:
+    """Average each logged value over the window (NaNs ignored)."""
+    out = {}
+    for k, vals in window.items():
+        x = torch.tensor([float(v) for v in vals], dtype=torch.float64)
+        out[k] = float(x.nanmean()) if bool(torch.isfinite(x).any()) else float("nan")
+    return out
+
+
+def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str]) -> None:
+    """Write eval.json: accuracy, per-class accuracy and the confusion matrix."""
+    data = {"step": step, **result.to_dict(), "classes": classes}
+    (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The resolved config a run folder was started with."""
+    path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    return config_from_dict(read_yaml(path), str(path))

@@ -1,0 +1,106 @@
+"""Shared fixtures: small image-folder datasets on disk and an isolated image cache."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+
+def write_image(
+    path: Path, height: int = 32, width: int = 32, seed: int = 0, mode: str = "RGB"
+) -> Path:
+    """Write a smooth random image to ``path``; the format follows the extension.
+
+    ``mode`` is a Pillow mode ("RGB", "L", "RGBA", "P"); TIFFs are written with tifffile
+    (RGB or, for mode "L", grayscale).
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ramp = (yy * 3 + xx * 2 + seed * 17) % 64
+    rgb = np.clip(base[None, None, :] + ramp[..., None] - 32, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        data = rgb[..., 0] if mode == "L" else rgb
+        tifffile.imwrite(path, data, photometric="minisblack" if mode == "L" else "rgb")
+        return path
+    img = Image.fromarray(rgb, mode="RGB")
+    if mode == "L":
+        img = img.convert("L")
+    elif mode == "RGBA":
+        img = img.convert("RGBA")
+    elif mode == "P":
+        img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    save_kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    img.save(path, **save_kwargs)
+    return path
+
+
+@pytest.fixture
+def make_image_folder() -> Callable[..., Path]:
+    """Factory: ``make_image_folder(root, {"forest": 6, "river": 6}, ext=".png", size=32)``.
+
+    Writes ``count`` images per class folder under ``root`` (files ``<class>NN<ext>``) and
+    returns ``root``.
+    """
+
+    def make(root: Path, counts: dict[str, int], ext: str = ".png", size: int = 32) -> Path:
+        for c, (name, count) in enumerate(sorted(counts.items())):
+            for i in range(count):
+                write_image(root / name / f"{name}{i:02d}{ext}", size, size, seed=100 * c + i)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A dataset of 3 classes x 6 images in mixed formats, plus junk the scanner must skip.
+
+    - ``alpha``: 6 JPEGs 40x40 (one in sub-folder ``sub/``) and a ``.DS_Store``
+    - ``beta``: 6 PNGs 32x32 (RGB, grayscale, RGBA, palette) and ``.ipynb_checkpoints/x.jpg``
+    - ``gamma``: 6 TIFFs (tifffile) 32x32, one grayscale, one 253 wide x 256 high, and
+      ``notes.txt``
+    - ``README.md`` at the root (not in a class; ignored, not counted)
+
+    Skipped count is 3.
+    """
+    root = tmp_path / "images"
+    for i in range(5):
+        write_image(root / "alpha" / f"a{i}.jpg", 40, 40, seed=i)
+    write_image(root / "alpha" / "sub" / "a5.JPG", 40, 40, seed=5)
+    (root / "alpha" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+    modes = ["RGB", "L", "RGBA", "P", "RGB", "RGB"]
+    for i, mode in enumerate(modes):
+        write_image(root / "beta" / f"b{i}.png", 32, 32, seed=10 + i, mode=mode)
+    write_image(root / "beta" / ".ipynb_checkpoints" / "x.jpg", 32, 32, seed=99)
+
+    for i in range(4):
+        write_image(root / "gamma" / f"g{i}.tif", 32, 32, seed=20 + i)
+    write_image(root / "gamma" / "g4.tiff", 32, 32, seed=24, mode="L")
+    write_image(root / "gamma" / "g5_odd.tif", 256, 253, seed=25)
+    (root / "gamma" / "notes.txt").write_text("field notes\n")
+
+    (root / "README.md").write_text("# test images\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Point ``AEROSSL_CACHE_DIR`` at a fresh temp folder so tests never touch ~/.cache."""
+    cache = tmp_path_factory.mktemp("aerossl-cache")
+    monkeypatch.setenv("AEROSSL_CACHE_DIR", str(cache))
+    return cache
