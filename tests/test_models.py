@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,8 +20,18 @@ from aerossl.models import (
 )
 
 NAMES = ["cnn", "wrn", "resnet18"]
+SMALL = 16  # input size for the behaviour tests (shape tests use 32 and 64)
 NUM_CLASSES = 7
 _CACHE: dict[tuple[str, int], Classifier] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny batches: one thread is faster and robust on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _model(name: str, in_channels: int = 3) -> Classifier:
@@ -57,7 +68,7 @@ def test_output_shape_for_channels_and_sizes(name: str, in_channels: int) -> Non
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_features_shape_and_forward_equals_head_of_features(name: str) -> None:
     model = _model(name).eval()
-    x = _images(3, 3, 32)
+    x = _images(3, 3, SMALL)
     with torch.no_grad():
         feats = model.forward_features(x)
         assert isinstance(model.num_features, int)
@@ -90,7 +101,7 @@ def test_works_with_smallest_supported_input(name: str) -> None:
 def test_channels_last_output_equals_contiguous(name: str, train: bool) -> None:
     model = copy.deepcopy(_model(name)).train(train)
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x = _images(4, 3, 32)
+    x = _images(4, 3, SMALL)
     with torch.no_grad():
         expected = model(x)
         got = model_cl(x.contiguous(memory_format=torch.channels_last))
@@ -100,7 +111,7 @@ def test_channels_last_output_equals_contiguous(name: str, train: bool) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_stem_conv(name: str) -> None:
     model = copy.deepcopy(_model(name)).train()
-    loss = nn.functional.cross_entropy(model(_images(4, 3, 32)), torch.arange(4))
+    loss = nn.functional.cross_entropy(model(_images(4, 3, SMALL)), torch.arange(4))
     loss.backward()
     grad = model.stem_conv.weight.grad
     assert grad is not None
@@ -110,7 +121,7 @@ def test_gradients_reach_stem_conv(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_reset_head_changes_output_dim(name: str) -> None:
     model = copy.deepcopy(_model(name)).eval()
-    x = _images(2, 3, 32)
+    x = _images(2, 3, SMALL)
     with torch.no_grad():
         feats = model.forward_features(x)
         model.reset_head(3)
@@ -130,7 +141,7 @@ def test_set_stem_conv_adapts_input_channels(name: str) -> None:
     model.set_stem_conv(new)
     assert model.stem_conv is new and model.in_channels == 13
     with torch.no_grad():
-        assert model(_images(2, 13, 32)).shape == (2, NUM_CLASSES)
+        assert model(_images(2, 13, SMALL)).shape == (2, NUM_CLASSES)
     with pytest.raises(ConfigError, match="output channels"):
         model.set_stem_conv(nn.Conv2d(13, old.out_channels + 1, 3))
 

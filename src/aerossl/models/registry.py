@@ -20,6 +20,8 @@ from aerossl.errors import ConfigError
 __all__ = [
     "MODELS",
     "Classifier",
+    "check_dropout",
+    "check_momentum",
     "check_positive_int",
     "create_model",
     "model_names",
