@@ -23,7 +23,9 @@ def test_checkpoint_roundtrip_keeps_tensors_and_plain_values(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
 
 
-def test_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path: Path, monkeypatch) -> None:
+def test_failed_checkpoint_write_leaves_the_previous_one_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "last.pt"
     ckpt.save_checkpoint({"step": 1}, path)
 

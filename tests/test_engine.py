@@ -157,3 +157,13 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path, capsys) -
     assert main(["train", "demo_fixmatch", "train.batch_sz=3"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'train.batch_sz'" in err and "did you mean 'batch_size'" in err
+
+
+def test_bad_data_fails_before_a_run_folder_is_made(five_classes: Path, tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "missing", tmp_path / "runs", "supervised")
+    with pytest.raises(aerossl.DataError, match="missing"):
+        aerossl.train(cfg)
+    cfg = small_config(five_classes, tmp_path / "runs", "supervised", data__labels_per_class=25)
+    with pytest.raises(aerossl.DataError, match="labels_per_class|fewer"):
+        aerossl.train(cfg)
+    assert not (tmp_path / "runs").exists()
