@@ -14,6 +14,7 @@ from aerossl.models.registry import (
     check_dropout,
     check_momentum,
     check_positive_int,
+    init_conv_bn,
     register_model,
 )
 
@@ -67,12 +68,7 @@ class SmallCNN(Classifier):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         self.build_head(widths[-1], num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

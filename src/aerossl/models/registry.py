@@ -60,6 +60,16 @@ def check_momentum(model: str, value: object) -> float:
     return float(value)
 
 
+def init_conv_bn(module: nn.Module, nonlinearity: str = "relu") -> None:
+    """Kaiming-normal (fan_out) convolutions, batch norm with weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=nonlinearity)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Classifier(nn.Module):
     """Base class of all models: ``forward(x) == head(head_drop(forward_features(x)))``.
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aerossl.models.registry import Classifier, register_model
+from aerossl.models.registry import Classifier, init_conv_bn, register_model
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
@@ -78,12 +78,7 @@ class ResNet(Classifier):
                 in_planes = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*seq))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         if zero_init_residual:  # each block starts as the identity
             for m in self.modules():
                 if isinstance(m, BasicBlock):

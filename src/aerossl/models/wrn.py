@@ -12,6 +12,7 @@ from aerossl.models.registry import (
     check_dropout,
     check_momentum,
     check_positive_int,
+    init_conv_bn,
     register_model,
 )
 
@@ -107,12 +108,7 @@ class WideResNet(Classifier):
         self.bn = nn.BatchNorm2d(widths[3], momentum=bn_momentum)
         self.act = nn.LeakyReLU(_SLOPE, inplace=True)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, "leaky_relu")
         self.build_head(widths[3], num_classes)
 
     def init_head(self, head: nn.Linear) -> None:
