@@ -89,7 +89,8 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (run / "eval.json").write_text(json.dumps(evaluation), encoding="utf-8")
     (run / "config.yaml").write_text(CONFIG, encoding="utf-8")
     for name, count in (("labeled", 6), ("unlabeled", 30), ("test", 9)):
-        (run / "split" / f"{name}.txt").write_text("img.png 0\n" * count, encoding="utf-8")
+        header = f"# {name} images ({count}) of the dataset\n"
+        (run / "split" / f"{name}.txt").write_text(header + "img.png\n" * count, "utf-8")
     rc_before = dict(matplotlib.rcParams)
     assert write_report(run) == run / "report.html"
     assert dict(matplotlib.rcParams) == rc_before  # no global matplotlib state changed
@@ -107,6 +108,7 @@ def test_full_report_is_self_contained(full_run: Path) -> None:
     assert "<residential>" not in page and "<b>not html</b>" not in page
     assert "&lt;b&gt;not html&lt;/b&gt;" in page  # config shown verbatim, escaped
     assert "NaN/inf 1 time(s), first at step 10" in page
+    assert re.search(r"labeled</td>\s*<td[^>]*>6<", page)  # comment lines are not counted
     assert "bad line(s) skipped (36)" in page
     headings = re.findall(r"<h2>([^<(]+)", page)
     assert [h.strip() for h in headings] == [

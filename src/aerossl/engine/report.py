@@ -125,11 +125,11 @@ def _read_metrics(path: Path) -> Metrics:
 
 
 def _count_lines(path: Path) -> int | None:
-    """Number of non-empty lines in a text file, or None when missing."""
+    """Number of entries (non-empty, non-comment lines) in a split file, or None if missing."""
     if not path.is_file():
         return None
     with path.open(encoding="utf-8", errors="replace") as handle:
-        return sum(1 for line in handle if line.strip())
+        return sum(1 for line in handle if line.strip() and not line.startswith("#"))
 
 
 # --------------------------------------------------------------------------- plotting helpers
