@@ -121,11 +121,13 @@ class Trainer:
 
         split_dir = self.run_dir / "split" if resume else None
         self.data: DataBundle = load_data(cfg.data, cfg.seed, split_dir)
+        resolved: dict[str, Any] = {}
         if cfg.data.mean is None:
-            mean, std = channel_stats(self.data.images, self.data.split.unlabeled)
-            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"mean": mean,
-                                                                              "std": std})})
-        self.cfg = cfg
+            resolved["mean"], resolved["std"] = channel_stats(self.data.images,
+                                                              self.data.split.unlabeled)
+        if cfg.data.root != "demo":  # the run folder must work from any working directory
+            resolved["root"] = str(self.data.dataset.root)
+        self.cfg = cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
 
         algo_cls = get_algorithm(cfg.algorithm.name)
         params = algo_cls.Params(**cfg.algorithm_params())
