@@ -106,6 +106,29 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
+def build_optimizer(
+    module: nn.Module, cfg: Config
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD (Nesterov momentum) over the trainable parameters, with the configured schedule."""
+    t = cfg.train
+    optimizer = torch.optim.SGD(
+        param_groups(module, t.weight_decay), lr=t.lr, momentum=t.momentum,
+        nesterov=t.nesterov and t.momentum > 0,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, cfg))
+
+
+def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
+    """Fill in what the run folder must record: normalisation statistics of the training images
+    (when not given) and the absolute dataset root (so the run works from any directory)."""
+    resolved: dict[str, Any] = {}
+    if cfg.data.mean is None:
+        resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
+    if cfg.data.root != "demo":
+        resolved["root"] = str(data.dataset.root)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
+
+
 class Trainer:
     """Sets a run up from a config (or resumes one from its folder) and trains it."""
 
@@ -121,13 +144,7 @@ class Trainer:
 
         split_dir = self.run_dir / "split" if resume else None
         self.data: DataBundle = load_data(cfg.data, cfg.seed, split_dir)
-        resolved: dict[str, Any] = {}
-        if cfg.data.mean is None:
-            resolved["mean"], resolved["std"] = channel_stats(self.data.images,
-                                                              self.data.split.unlabeled)
-        if cfg.data.root != "demo":  # the run folder must work from any working directory
-            resolved["root"] = str(self.data.dataset.root)
-        self.cfg = cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
+        self.cfg = cfg = resolve_data_config(cfg, self.data)
 
         algo_cls = get_algorithm(cfg.algorithm.name)
         params = algo_cls.Params(**cfg.algorithm_params())
@@ -137,13 +154,7 @@ class Trainer:
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(network, params, self.data.num_classes).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
-        self.optimizer = torch.optim.SGD(
-            param_groups(self.algorithm, t.weight_decay), lr=t.lr, momentum=t.momentum,
-            nesterov=t.nesterov and t.momentum > 0,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: lr_factor(k, self.cfg)
-        )
+        self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
         amp_dtype = torch.bfloat16
         if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             amp_dtype = torch.float16
