@@ -167,3 +167,40 @@ def test_bad_data_fails_before_a_run_folder_is_made(five_classes: Path, tmp_path
     with pytest.raises(aerossl.DataError, match="labels_per_class|fewer"):
         aerossl.train(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_the_resumed_run_matches(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=120,
+                       train__eval_every=60, train__log_every=1)
+    cfg["train"]["num_threads"] = 1
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "aerossl.cli", "train", str(path),
+                             "name=stopped"], stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.is_file() or
+                                      len(metrics.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGTERM" in err and "aerossl train --resume" in err
+    stopped_at = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["step"]
+    assert 5 <= stopped_at < 120
+
+    resumed = aerossl.resume(tmp_path / "stopped")
+    full = aerossl.train(cfg, ["name=full"])
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.final_acc == full.final_acc

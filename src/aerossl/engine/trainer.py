@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -297,8 +299,16 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
                    dynamic_ncols=True, leave=False)
         last_time = time.perf_counter()
-        try:
+        with _StopOnSignal() as stop_signal:
             while self.step < stop:
+                if stop_signal.received:
+                    bar.close()
+                    self.save()
+                    self.logger.close()
+                    log.warning("stopped by %s at step %d; checkpoint written. Continue with: "
+                                "aerossl train --resume %s", stop_signal.received, self.step,
+                                self.run_dir)
+                    raise KeyboardInterrupt(stop_signal.received)
                 ctx = StepContext(self.step, t.steps)
                 values, times = self._train_step(ctx)
                 self.step += 1
@@ -318,13 +328,6 @@ class Trainer:
                     window.clear()
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     self._eval_and_checkpoint()
-                    last_time = time.perf_counter()
-        except KeyboardInterrupt:
-            bar.close()
-            self.save()
-            log.warning("stopped at step %d; checkpoint written. Continue with: "
-                        "aerossl train --resume %s", self.step, self.run_dir)
-            raise
         bar.close()
         if self.step < t.steps:
             self.save()
@@ -372,6 +375,34 @@ class Trainer:
             report = write_report(self.run_dir)
         return RunResult(self.run_dir, result.accuracy, self.best_acc, self.best_step, self.step,
                          self.elapsed / 60, report)
+
+
+class _StopOnSignal:
+    """Turns SIGINT/SIGTERM into a flag, so the loop finishes its step and checkpoints.
+
+    A second signal restores the default behaviour (a second Ctrl-C stops at once).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _mean_window(window: dict[str, list]) -> dict[str, float]:
