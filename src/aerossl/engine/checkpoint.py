@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,16 @@ import torch
 from aerossl.errors import CheckpointError
 
 FORMAT_VERSION = 1
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised inside the block into a CheckpointError naming the file that failed
+    (``path`` when the error does not say)."""
+    try:
+        yield
+    except OSError as e:
+        raise CheckpointError(f"could not write {e.filename or path}: {e.strerror or e}") from e
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
