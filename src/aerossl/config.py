@@ -82,6 +82,10 @@ class TrainConfig(_Section):
     channels_last: bool = Field(True, description="channels_last memory format")
     progress: bool = Field(True, description="show a progress bar")
     tensorboard: bool = Field(True, description="also write TensorBoard logs")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="on a NaN/inf loss: stop (log the batch's statistics, keep last.pt) "
+        "or skip that step's update (counted as skipped_steps)"
+    )
 
 
 class Config(_Section):

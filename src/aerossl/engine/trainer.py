@@ -22,13 +22,15 @@ import torch
 from torch import nn
 
 from aerossl.algorithms import Algorithm, StepContext, get_algorithm
+from aerossl.algorithms.base import Batch, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
-from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint
+from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
 from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model
+from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
 from aerossl.errors import AerosslError, CheckpointError, ConfigError
 from aerossl.models import create_model
@@ -132,11 +134,16 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
 
 
 class Trainer:
-    """Sets a run up from a config (or resumes one from its folder) and trains it."""
+    """Sets a run up from a config (or resumes one from its folder) and trains it.
+
+    Only one process trains in a run folder: :meth:`fit` holds ``run_dir/.lock`` (see
+    :mod:`aerossl.engine.lock`), and a Trainer is refused a folder another process holds.
+    """
 
     def __init__(self, cfg: Config, run_dir: Path | None = None, resume: bool = False) -> None:
         self.resume = resume
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+        RunLock(self.run_dir).check()
         t = cfg.train
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
@@ -173,6 +180,7 @@ class Trainer:
         self.window: dict[str, list] = defaultdict(list)  # values logged since the last log row
         self.best_acc, self.best_step = -1.0, 0
         self.elapsed = 0.0
+        self.skipped_steps = 0  # steps whose update was skipped for a non-finite loss
         self._setup_run_dir()
 
     # ---------------------------------------------------------------- run folder and state
@@ -183,19 +191,17 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def _setup_run_dir(self) -> None:
+        """Load the checkpoint (resume) or write config and split (new run); the metric log is
+        opened by :meth:`fit`, under the run folder's lock."""
         if self.resume:
             self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", self.device))
-            self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, self.step)
             log.info("resuming %s at step %d of %d", self.run_dir, self.step, self.cfg.train.steps)
             return
-        try:
+        with writing(self.run_dir):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-        except OSError as e:
-            raise CheckpointError(f"cannot write run folder {self.run_dir}: {e}") from None
-        summary = write_split(self.data.split, self.data.dataset, self.run_dir)
-        (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, 0)
+            summary = write_split(self.data.split, self.data.dataset, self.run_dir)
+            (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run is."""
@@ -211,6 +217,7 @@ class Trainer:
             "best_acc": self.best_acc,
             "best_step": self.best_step,
             "elapsed": self.elapsed,
+            "skipped_steps": self.skipped_steps,
             "window": {k: [float(v) for v in vals] for k, vals in self.window.items()},
             "classes": self.data.classes,
         }
@@ -232,6 +239,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.best_acc, self.best_step = float(state["best_acc"]), int(state["best_step"])
         self.elapsed = float(state["elapsed"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self.window = defaultdict(list, {k: list(v) for k, v in state["window"].items()})
 
     def eval_network(self) -> nn.Module:
@@ -268,9 +276,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.algorithm.training_step(batch, ctx)
         if not torch.isfinite(out.loss):
-            terms = {k: float(v) for k, v in out.log.items() if k.startswith("loss")}
-            raise AerosslError(f"non-finite loss at step {ctx.step}: {terms}; the last good "
-                               f"checkpoint is {self.checkpoint_dir / 'last.pt'}")
+            self._on_nonfinite(batch, out, ctx)
+            values = {"loss": out.loss.detach(), **out.log}
+            return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         t2 = time.perf_counter()
@@ -285,12 +293,43 @@ class Trainer:
         times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2}
         return values, times
 
+    def _on_nonfinite(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
+        """A non-finite loss: skip the update (``on_nonfinite: skip``) or log the batch's
+        statistics as a ``diverged`` row and stop, leaving last.pt as the last good state."""
+        terms = {k: float(v) for k, v in out.log.items() if k.startswith("loss")}
+        step = ctx.step + 1  # the step number its train row would have been logged under
+        if self.cfg.train.on_nonfinite == "skip":
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()  # keep the learning rate on schedule; no update, no EMA
+            self.skipped_steps += 1
+            log.warning("non-finite loss at step %d %s; update skipped (%d so far)", step, terms,
+                        self.skipped_steps)
+            return
+        self.logger.log(step, "diverged", {"loss": float(out.loss.detach()), **terms,
+                                           **batch_statistics(batch)})
+        last = self.checkpoint_dir / "last.pt"
+        saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
+        raise AerosslError(
+            f"non-finite loss at step {step}: {terms}; the batch's statistics are logged to "
+            f"{self.logger.path} (split 'diverged'); {saved}. Lower train.lr, or set "
+            f"train.on_nonfinite=skip to skip such steps"
+        )
+
     def fit(self, until: int | None = None) -> RunResult | None:
         """Train to ``train.steps``, evaluating and checkpointing on the way.
 
         With ``until`` stop after that many steps instead, writing a checkpoint to resume from,
-        and return None.
+        and return None. The run folder's lock is held throughout (CheckpointError if another
+        process holds it).
         """
+        with RunLock(self.run_dir):
+            self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, self.step)
+            try:
+                return self._fit(until)
+            finally:
+                self.logger.close()
+
+    def _fit(self, until: int | None) -> RunResult | None:
         t = self.cfg.train
         stop = t.steps if until is None else min(until, t.steps)
         window = self.window
@@ -304,7 +343,6 @@ class Trainer:
                 if stop_signal.received:
                     bar.close()
                     self.save()
-                    self.logger.close()
                     log.warning("stopped by %s at step %d; checkpoint written. Continue with: "
                                 "aerossl train --resume %s", stop_signal.received, self.step,
                                 self.run_dir)
@@ -323,6 +361,7 @@ class Trainer:
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     row = _mean_window(window)
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
+                    row["skipped_steps"] = self.skipped_steps
                     self.logger.log(self.step, "train", row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{max(self.best_acc, 0):.3f}")
                     window.clear()
@@ -331,7 +370,6 @@ class Trainer:
         bar.close()
         if self.step < t.steps:
             self.save()
-            self.logger.close()
             return None
         return self.finish()
 
@@ -366,7 +404,8 @@ class Trainer:
             "final_acc": result.accuracy,
             "minutes": self.elapsed / 60,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        with writing(self.run_dir / "summary.json"):
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.logger.close()
         report = None
         if self.cfg.report:
@@ -405,6 +444,22 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
+def batch_statistics(batch: Batch) -> dict[str, float]:
+    """Per view: min, max, mean and std of the finite values, and how many are not finite."""
+    stats: dict[str, float] = {}
+    for group, views in (("labeled", batch.labeled), ("unlabeled", batch.unlabeled)):
+        for name, x in views.items():
+            x = x.detach().float()
+            finite = x[torch.isfinite(x)]
+            key = f"{group}/{name}"
+            stats[f"{key}/nonfinite"] = float(x.numel() - finite.numel())
+            if finite.numel():
+                stats.update({f"{key}/min": float(finite.min()), f"{key}/max": float(finite.max()),
+                              f"{key}/mean": float(finite.mean()),
+                              f"{key}/std": float(finite.std()) if finite.numel() > 1 else 0.0})
+    return stats
+
+
 def _mean_window(window: dict[str, list]) -> dict[str, float]:
     """Average each logged value over the window (NaNs ignored)."""
     out = {}
@@ -417,7 +472,8 @@ def _mean_window(window: dict[str, list]) -> dict[str, float]:
 def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str]) -> None:
     """Write eval.json: accuracy, per-class accuracy and the confusion matrix."""
     data = {"step": step, **result.to_dict(), "classes": classes}
-    (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
+    with writing(run_dir / "eval.json"):
+        (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
 
 
 def load_run_config(run_dir: Path) -> Config:

@@ -1,0 +1,317 @@
+"""Trusting a run folder: one writer at a time, divergence handling, write failures name paths."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import aerossl
+from aerossl.algorithms.fixmatch import FixMatch
+from aerossl.config import config_from_dict
+from aerossl.data import demo_dataset_path
+from aerossl.engine import checkpoint as checkpoint_module
+from aerossl.engine.checkpoint import load_checkpoint
+from aerossl.engine.lock import RunLock
+from aerossl.engine.logger import MetricLogger
+from aerossl.engine.trainer import Trainer
+from aerossl.errors import AerosslError, CheckpointError
+
+CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
+
+
+@pytest.fixture(scope="module")
+def five_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five UC Merced classes from the demo set (40 real images each)."""
+    root = tmp_path_factory.mktemp("ucm5")
+    for name in CLASSES:
+        shutil.copytree(demo_dataset_path() / name, root / name)
+    return root
+
+
+def small_config(root: Path, out: Path, **train) -> aerossl.Config:
+    """A FixMatch run of 12 steps on 32-pixel images (about a second on a CPU)."""
+    return config_from_dict({
+        "name": "run", "output_dir": str(out), "seed": 0,
+        "data": {"root": str(root), "image_size": 32, "labels_per_class": 4},
+        "model": {"name": "cnn", "widths": [16, 32, 64]},
+        "algorithm": {"name": "fixmatch", "threshold": 0.5},
+        "train": {"steps": 12, "batch_size": 10, "mu": 2, "eval_every": 6, "log_every": 3,
+                  "progress": False, "tensorboard": False, "lr": 0.05, **train},
+        "report": [],
+    })
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def on_step(monkeypatch: pytest.MonkeyPatch, hook: Callable) -> None:
+    """Call ``hook(ctx, out)`` after every FixMatch training step (it may change ``out``)."""
+    original = FixMatch.training_step
+
+    def step(self, batch, ctx):
+        out = original(self, batch, ctx)
+        hook(ctx, out)
+        return out
+
+    monkeypatch.setattr(FixMatch, "training_step", step)
+
+
+def nan_at(step: int) -> Callable:
+    """A hook that makes the unsupervised loss NaN at 0-based step ``step``."""
+    def hook(ctx, out) -> None:
+        if ctx.step == step:
+            out.log["loss/unsup"] = torch.tensor(float("nan"))
+            out.loss = out.loss * float("nan")
+    return hook
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    sa, sb = load_checkpoint(a)["algorithm"], load_checkpoint(b)["algorithm"]
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def write_lock(run_dir: Path, pid: int) -> None:
+    (run_dir / ".lock").write_text(json.dumps(
+        {"pid": pid, "host": socket.gethostname(), "started": "2024-01-01 00:00:00"}))
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ------------------------------------------------------------------------------ one writer
+
+
+def test_a_folder_held_by_a_live_process_is_refused_untouched(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    cfg = small_config(five_classes, tmp_path)
+    run = tmp_path / "run"
+    Trainer(cfg, run).fit(until=6)
+    assert not (run / ".lock").exists()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(run, holder.pid)
+        with pytest.raises(CheckpointError, match=rf"run folder .*run is in use by process "
+                                                  rf"{holder.pid} on .*started 2024-01-01"):
+            aerossl.resume(run)
+        with pytest.raises(CheckpointError, match="in use by process"):
+            Trainer(cfg, run)  # a new run in that folder is refused too
+    finally:
+        holder.kill()
+        holder.wait()
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+
+
+def test_the_same_process_cannot_take_a_folder_twice(tmp_path: Path) -> None:
+    with RunLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(CheckpointError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()
+
+
+@pytest.mark.parametrize("stale", ["dead", "garbled", "empty"])
+def test_a_stale_lock_is_taken_over_with_a_warning(
+    five_classes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, stale: str
+) -> None:
+    run = tmp_path / "run"
+    trainer = Trainer(small_config(five_classes, tmp_path, steps=6), run)
+    if stale == "dead":
+        write_lock(run, dead_pid())
+    else:
+        (run / ".lock").write_text("{not json" if stale == "garbled" else "")
+    with caplog.at_level(logging.WARNING, logger="aerossl"):
+        result = trainer.fit()
+    assert result is not None and result.steps == 6
+    assert "taking over" in caplog.text
+    assert not (run / ".lock").exists()
+
+
+def test_the_lock_is_held_while_training_and_released_by_sigterm_and_ctrl_c(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    seen: list[int] = []
+
+    def hook(ctx, out) -> None:
+        seen.append(json.loads((run / ".lock").read_text())["pid"])
+        if ctx.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes this step and checkpoints
+
+    on_step(monkeypatch, hook)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(small_config(five_classes, tmp_path), run).fit()
+    assert seen == [os.getpid()] * 3 and not (run / ".lock").exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+
+    def interrupt(ctx, out) -> None:
+        if ctx.step == 5:
+            raise KeyboardInterrupt
+
+    on_step(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        aerossl.resume(run)
+    assert not (run / ".lock").exists()
+
+
+# ------------------------------------------------------------------------------ divergence
+
+
+def test_a_nan_loss_stops_logs_the_batch_and_keeps_the_last_good_checkpoint(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    saved: list[bytes] = []
+    inject = nan_at(8)
+
+    def hook(ctx, out) -> None:
+        if ctx.step == 8:
+            saved.append(last.read_bytes())
+        inject(ctx, out)
+
+    on_step(monkeypatch, hook)
+    with pytest.raises(AerosslError, match=r"non-finite loss at step 9: .*loss/unsup.*nan.*"
+                                           r"diverged.*last good checkpoint is .*last\.pt"):
+        Trainer(small_config(five_classes, tmp_path), run).fit()
+    assert last.read_bytes() == saved[0] and load_checkpoint(last)["step"] == 6
+    assert not (run / ".lock").exists()
+    row = read_metrics(run)[-1]
+    assert row["split"] == "diverged" and row["step"] == 9
+    assert row["loss"] is None and row["loss/unsup"] is None and row["loss/sup"] > 0
+    for view in ["labeled/weak", "unlabeled/weak", "unlabeled/strong"]:
+        assert row[f"{view}/nonfinite"] == 0
+        assert row[f"{view}/min"] <= row[f"{view}/mean"] <= row[f"{view}/max"]
+        assert row[f"{view}/std"] > 0
+
+    monkeypatch.undo()
+    resumed = aerossl.resume(run)  # the diverged row is after last.pt and is dropped
+    assert resumed.steps == 12 and "diverged" not in {m["split"] for m in read_metrics(run)}
+
+
+def test_skip_drops_the_update_of_a_nan_step_and_resumes_exactly(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_config(five_classes, tmp_path, on_nonfinite="skip")
+    params: dict[int, list[torch.Tensor]] = {}
+    inject = nan_at(3)
+    trainer = Trainer(cfg, tmp_path / "full")
+
+    def hook(ctx, out) -> None:
+        params[ctx.step] = [p.detach().clone() for p in trainer.algorithm.parameters()]
+        inject(ctx, out)
+
+    on_step(monkeypatch, hook)
+    full = trainer.fit()
+    assert all(torch.equal(a, b) for a, b in zip(params[3], params[4], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(params[4], params[5], strict=True))
+    rows = [m for m in read_metrics(full.run_dir) if m["split"] == "train"]
+    assert [r["skipped_steps"] for r in rows] == [0, 1, 1, 1]
+    assert all(r["loss"] is not None for r in rows)
+    assert load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["skipped_steps"] == 1
+    assert full.final_acc > 0
+
+    on_step(monkeypatch, inject)
+    Trainer(cfg, tmp_path / "stopped").fit(until=7)
+    resumed = aerossl.resume(tmp_path / "stopped")
+    assert same_weights(full.run_dir / "checkpoints" / "last.pt",
+                        resumed.run_dir / "checkpoints" / "last.pt")
+    assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["skipped_steps"] == 1
+    assert resumed.final_acc == full.final_acc
+
+
+# ------------------------------------------------------------------------------ write failures
+
+
+def test_an_unwritable_output_folder_names_the_path(five_classes: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"could not write .*file/run"):
+        Trainer(small_config(five_classes, tmp_path / "file"))
+
+
+def test_unwritable_metrics_and_tensorboard_logs_name_the_path(tmp_path: Path) -> None:
+    (tmp_path / "a" / "metrics.jsonl").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"could not write .*a/metrics\.jsonl"):
+        MetricLogger(tmp_path / "a", tensorboard=False)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "tensorboard").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"could not write .*b/tensorboard"):
+        MetricLogger(tmp_path / "b", tensorboard=True)
+
+    class FullDisk(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    logger = MetricLogger(tmp_path, tensorboard=False)
+    logger._file.close()
+    logger._file = FullDisk()
+    with pytest.raises(CheckpointError, match=rf"could not write {tmp_path}/metrics\.jsonl: No "
+                                              rf"space left"):
+        logger.log(1, "train", {"loss": 1.0})
+
+
+def test_a_read_only_run_folder_names_the_path(five_classes: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(small_config(five_classes, tmp_path), run).fit(until=6)
+    out = tmp_path / "ro"
+    out.mkdir()
+    folders = [run, run / "checkpoints", out]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        if os.access(run, os.W_OK):
+            pytest.skip("chmod does not stop this user (root) from writing")
+        with pytest.raises(CheckpointError, match=rf"{run}.*(Permission|Read-only)"):
+            aerossl.resume(run)
+        with pytest.raises(CheckpointError, match=rf"could not write {out}/run"):
+            Trainer(small_config(five_classes, out))
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_path_and_keeps_the_previous_one(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_config(five_classes, tmp_path, steps=18)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if obj.get("step") == 12 and "optimizer" in obj:
+            f.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=rf"could not write checkpoint {run}/checkpoints/"
+                                              rf"last\.pt: .*No space left"):
+        Trainer(cfg, run).fit()
+    monkeypatch.undo()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert not (run / ".lock").exists()
+
+    resumed = aerossl.resume(run)
+    full = Trainer(cfg, tmp_path / "full").fit()
+    assert resumed.steps == 18 and resumed.final_acc == full.final_acc
+    assert same_weights(run / "checkpoints" / "last.pt", full.run_dir / "checkpoints" / "last.pt")
