@@ -29,7 +29,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Keys that may change when a run is resumed; others would break exact resume.
 RESUME_OVERRIDABLE = {
     "train.steps", "train.device", "train.num_threads", "train.progress", "train.tensorboard",
-    "train.eval_batch_size", "data.cache_dir", "data.root",
+    "train.eval_batch_size", "train.on_nonfinite", "data.cache_dir", "data.root",
 }
 
 

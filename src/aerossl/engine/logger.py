@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from aerossl.engine.checkpoint import writing
 
 log = logging.getLogger("aerossl")
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics row, or None for a blank or partly written line."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class MetricLogger:
@@ -27,8 +36,10 @@ class MetricLogger:
         with writing(self.path):
             if self.path.exists():
                 kept = [line for line in self.path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= start_step]
-                self.path.write_text("".join(line + "\n" for line in kept))
+                        if _step_of(line) is not None and _step_of(line) <= start_step]
+                tmp = self.path.with_name(f".{self.path.name}.tmp")
+                tmp.write_text("".join(line + "\n" for line in kept))
+                os.replace(tmp, self.path)  # a kill during the rewrite leaves the old file
             self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:

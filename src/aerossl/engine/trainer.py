@@ -247,15 +247,19 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.algorithm.eval_model()
 
     def save(self, best: bool = False) -> None:
-        """Write last.pt (and best.pt) atomically."""
+        """Write best.pt (when ``best``) and then last.pt, each atomically.
+
+        best.pt goes first: last.pt records ``best_step``, so a run killed between the two
+        writes resumes from the previous last.pt and re-evaluates (and rewrites) that best.
+        """
         state = self.state_dict()
-        save_checkpoint(state, self.checkpoint_dir / "last.pt")
         if best:
             save_checkpoint(
                 {"step": self.step, "eval_model": state["eval_model"], "acc": self.best_acc,
                  "classes": self.data.classes},
                 self.checkpoint_dir / "best.pt",
             )
+        save_checkpoint(state, self.checkpoint_dir / "last.pt")
 
     # ---------------------------------------------------------------- training
 
