@@ -329,3 +329,44 @@ def test_real_ucmerced_images():
         assert 10 < arr.mean() < 245 and arr.std() > 1
     full = read_image(UCMERCED / "agricultural/agricultural00.jpg", 256)
     assert full.shape == (3, 256, 256)
+
+
+def _tiff_claiming(width: int, height: int) -> bytes:
+    """A tiny little-endian TIFF whose header claims ``width`` x ``height`` 8-bit pixels."""
+    import struct
+
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+               (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, width * height)]
+    ifd = struct.pack("<H", len(entries))
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    for tag, typ, value in entries:
+        value = data_offset if tag == 273 else value
+        ifd += struct.pack("<HHI", tag, typ, 1)
+        ifd += struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + b"\x00" * 16
+
+
+def test_tiff_claiming_absurd_dimensions_is_refused_before_allocation(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(_tiff_claiming(100_000, 40_000))  # 4e9 pixels in a 150-byte file
+    tracemalloc.start()
+    with pytest.raises(DataError, match=r"bomb.tif: TIFF of shape .* too large to decode"):
+        read_image(path, 32)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+def test_cache_with_corrupted_bytes_of_the_right_size_is_rebuilt(image_folder, tmp_path, caplog):
+    ds = scan_folder(image_folder)
+    first = np.array(load_or_build_cache(ds, 16, tmp_path / "c"))
+    data_file = next((tmp_path / "c").glob("*.u8"))
+    raw = bytearray(data_file.read_bytes())
+    raw[100] ^= 0xFF  # same size, one byte flipped
+    data_file.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="aerossl"):
+        again = load_or_build_cache(ds, 16, tmp_path / "c", verify=True)
+    assert "invalid" in caplog.text
+    assert np.array_equal(first, again)

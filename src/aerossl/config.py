@@ -40,6 +40,9 @@ class DataConfig(_Section):
     test_names_file: str | None = Field(None, description="split file of test images")
     split_seed: int | None = Field(None, description="seed of the split (null: the run's seed)")
     cache_dir: str | None = Field(None, description="image cache folder (null: ~/.cache/aerossl)")
+    verify_cache: bool = Field(
+        True, description="check the cache's sha256 before use (rebuilt when it does not match)"
+    )
     mean: list[float] | None = Field(None, description="per-channel mean (null: from train set)")
     std: list[float] | None = Field(None, description="per-channel std (null: from train set)")
 

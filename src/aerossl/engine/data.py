@@ -81,7 +81,8 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
             dataset.labels, dataset.classes, cfg.test_fraction, cfg.labels_per_class, split_seed
         )
     cache = load_or_build_cache(
-        dataset, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None
+        dataset, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None,
+        verify=cfg.verify_cache,
     )
     if cache.nbytes <= PRELOAD_BYTES:
         images = torch.from_numpy(np.array(cache))
