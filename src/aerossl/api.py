@@ -22,7 +22,7 @@ from aerossl.engine.trainer import (
     load_run_config,
     resolve_device,
 )
-from aerossl.errors import ConfigError
+from aerossl.errors import CheckpointError, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -75,6 +75,10 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> RunResult
         raise ConfigError(f"cannot change {bad} when resuming (allowed: "
                           f"{', '.join(sorted(RESUME_OVERRIDABLE))})")
     cfg = load_run_config(Path(run_dir))
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"checkpoint not found: {last}; the run stopped before its first "
+                              "checkpoint, so start it anew")
     cfg = config_from_dict(apply_overrides(cfg.to_dict(), overrides), str(run_dir))
     return Trainer(cfg, Path(run_dir), resume=True).fit()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,11 +55,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{path} is not a loadable aerossl checkpoint (it may be truncated, not a checkpoint, "
-            f"or carry pickled code, which is refused): {str(e).splitlines()[0]}"
-        ) from None
+    except Exception as e:  # torch.load on garbage raises almost anything (KeyError, ...)
+        if "Weights only load failed" in str(e):
+            reason = ("it holds pickled objects other than tensors and plain values (possibly "
+                      "code), which are refused")
+        else:
+            reason = f"it may be truncated or not a checkpoint ({type(e).__name__}: " \
+                     f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+        raise CheckpointError(f"{path} is not a loadable aerossl checkpoint: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an aerossl checkpoint (format {FORMAT_VERSION})")
     return state
