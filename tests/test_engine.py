@@ -117,6 +117,9 @@ def test_run_folder_holds_config_split_logs_checkpoints_and_report(
                  "summary.json", "report.html", "report.md"]:
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
+    assert (run / "plots" / "pseudo_label_errors.png").is_file()
+    page = (run / "report.html").read_text()
+    assert "Most confident wrong pseudo-labels" in page and "Confusion matrix" in page
     def names(file: str) -> list[str]:
         lines = (run / "split" / file).read_text().splitlines()
         return [line for line in lines if line and not line.startswith("#")]

@@ -51,6 +51,10 @@ STYLE = {
 # --------------------------------------------------------------------------- reading inputs
 
 
+PSEUDO_LABEL_GRID = "pseudo_label_errors.png"
+"""Grid of the most confident wrong pseudo-labels, drawn by the engine (it has the images)."""
+
+
 @dataclass
 class Metrics:
     """Per-split numeric series parsed from ``metrics.jsonl``."""
@@ -335,6 +339,25 @@ def _plot_confusion(classes: Sequence[str], matrix: np.ndarray, path: Path) -> b
     return True
 
 
+def plot_image_grid(
+    images: np.ndarray, captions: Sequence[str], path: Path, columns: int = 8
+) -> None:
+    """Draw uint8 images (N, C, H, W; the first three channels shown) with captions."""
+    n = len(images)
+    cols = min(columns, max(n, 1))
+    rows = max(1, -(-n // cols))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _figure(path, 1.6 * cols, 1.9 * rows) as fig:
+        for i in range(rows * cols):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            ax.axis("off")
+            if i < n:
+                img = np.asarray(images[i])
+                img = img[:3] if img.shape[0] >= 3 else img[:1].repeat(3, axis=0)
+                ax.imshow(np.transpose(img, (1, 2, 0)), interpolation="nearest")
+                ax.set_title(captions[i], fontsize=7)
+
+
 # --------------------------------------------------------------------------- report model
 
 
@@ -510,6 +533,13 @@ def _build_sections(run_dir: Path, plot_dir: Path) -> tuple[str, list[list[str]]
                 "confusion_matrix.png",
                 lambda p: _plot_confusion(classes, matrix, p),
             )
+
+    grid = plot_dir / PSEUDO_LABEL_GRID
+    if grid.is_file():
+        sections.append(Section(
+            "Most confident wrong pseudo-labels", plots=[grid],
+            notes=["Unlabelled training images whose prediction by the final model is wrong, "
+                   "most confident first (predicted class, confidence, true class)."]))
 
     config = run_dir / "config.yaml"
     if config.is_file():

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,7 @@ from aerossl.data import write_split
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
 from aerossl.engine.ema import EMA
-from aerossl.engine.evaluate import EvalResult, evaluate_model
+from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
 from aerossl.errors import AerosslError, CheckpointError, ConfigError
@@ -388,10 +389,38 @@ class Trainer:
                  result.accuracy, self.best_acc, self.best_step)
         self.save(best=best)
 
+    def pseudo_label_errors(self, k: int = 24) -> None:
+        """Draw the unlabelled images the final model labels wrongly with most confidence.
+
+        The hidden labels are used here for inspection only, as in the training logs.
+        """
+        from aerossl.engine.report import PSEUDO_LABEL_GRID, plot_image_grid
+
+        idx = np.setdiff1d(self.data.split.unlabeled, self.data.split.labeled)
+        if len(idx) == 0:
+            return
+        logits = predict(self.eval_network(), self.data.images, idx,
+                         self.cfg.train.eval_batch_size, self.device,
+                         self.amp_dtype if self.amp else None, self.cfg.train.channels_last)
+        confidence, pred = logits.softmax(dim=1).max(dim=1)
+        truth = self.data.labels.cpu()[torch.as_tensor(idx)]
+        wrong = torch.nonzero(pred != truth).flatten()
+        top = wrong[confidence[wrong].argsort(descending=True)][:k]
+        if len(top) == 0:
+            return
+        names = self.data.classes
+        captions = [f"{names[pred[i]]} {confidence[i]:.0%}\n(true: {names[truth[i]]})"
+                    for i in top.tolist()]
+        images = self.data.images[torch.as_tensor(idx[top.numpy()])].numpy()
+        with writing(self.run_dir / "plots"):
+            plot_image_grid(images, captions, self.run_dir / "plots" / PSEUDO_LABEL_GRID)
+
     def finish(self) -> RunResult:
         """Final evaluation, eval.json, summary.json and the report."""
         result = self.evaluate()
         write_eval(self.run_dir, result, self.step, self.data.classes)
+        if self.cfg.report:
+            self.pseudo_label_errors()
         summary = {
             "algorithm": self.cfg.algorithm.name,
             "model": self.cfg.model.name,
