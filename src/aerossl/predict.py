@@ -1,0 +1,391 @@
+"""Classify new images with a trained run: ``aerossl predict RUN_DIR PATH...``.
+
+Images (files, or folders searched recursively; hidden files skipped) are decoded at the run's
+image size in a thread pool, one chunk ahead of batched inference, so memory stays bounded by
+two chunks whatever the number of images. Results go to a CSV (one row per readable image:
+``path, predicted_class, confidence, top1_class, top1_prob, ..., lat, lon``) and optionally a
+GeoJSON FeatureCollection of points for the georeferenced ones (GeoTIFF tags), e.g. for QGIS.
+Unreadable files are not fatal: they get no row and are listed in :class:`PredictResult`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aerossl.data.decode import TIFF_EXTENSIONS, is_image_file, read_image
+from aerossl.errors import AerosslError, CheckpointError, DataError
+
+# GeoTIFF tags and keys (OGC GeoTIFF 1.1).
+TAG_PIXEL_SCALE = 33550
+TAG_TIEPOINT = 33922
+TAG_TRANSFORMATION = 34264
+TAG_GEOKEY_DIRECTORY = 34735
+KEY_RASTER_TYPE = 1025  # GTRasterTypeGeoKey: 1 PixelIsArea (default), 2 PixelIsPoint
+KEY_GEOGRAPHIC_TYPE = 2048
+KEY_PROJECTED_CS_TYPE = 3072
+_USER_DEFINED = 32767
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_paths` did."""
+
+    output_csv: Path
+    geojson: Path | None
+    num_images: int  # image files found
+    num_predicted: int  # rows written
+    num_georeferenced: int
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        """Images classified per second, decoding included."""
+        return self.num_predicted / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def find_images(paths: list[Path] | list[str]) -> list[Path]:
+    """Image files among ``paths``: files as given, folders searched recursively.
+
+    In folders, hidden files and folders (name starting with '.') and files without an image
+    extension are skipped; a file named explicitly is always kept. Raises :class:`DataError`
+    for a path that does not exist.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(_walk(path))
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique
+
+
+def _walk(folder: Path) -> list[Path]:
+    out: list[Path] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # symlink loop
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_file(name):
+                p = Path(dirpath) / name
+                if p.is_file():
+                    out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- GeoTIFF
+
+
+def geotiff_center(path: str | Path) -> tuple[float, float, int] | None:
+    """``(x, y, epsg)``: the raster centre in its own CRS, or ``None`` if not georeferenced.
+
+    Reads ModelPixelScale + ModelTiepoint or ModelTransformation, and the EPSG code of
+    ProjectedCSTypeGeoKey (else GeographicTypeGeoKey) from the GeoKeyDirectory. For a
+    geographic CRS x is the longitude and y the latitude, as GeoTIFF stores them.
+    """
+    import tifffile
+
+    if Path(path).suffix.lower() not in TIFF_EXTENSIONS:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tags = {t.code: t.value for t in page.tags.values()
+                    if t.code in (TAG_PIXEL_SCALE, TAG_TIEPOINT, TAG_TRANSFORMATION,
+                                  TAG_GEOKEY_DIRECTORY)}
+            width, height = int(page.imagewidth), int(page.imagelength)
+    except Exception:  # not a TIFF tifffile can read: no georeference
+        return None
+    keys = _geokeys(tags.get(TAG_GEOKEY_DIRECTORY))
+    epsg = keys.get(KEY_PROJECTED_CS_TYPE) or keys.get(KEY_GEOGRAPHIC_TYPE)
+    if not epsg or epsg == _USER_DEFINED:
+        return None
+    # Raster position of the centre, corner-based (PixelIsArea): (W/2, H/2). With PixelIsPoint
+    # the model coordinates refer to pixel centres, i.e. raster positions shifted by half a pixel.
+    u, v = width / 2.0, height / 2.0
+    if keys.get(KEY_RASTER_TYPE) == 2:
+        u, v = u - 0.5, v - 0.5
+    if TAG_TRANSFORMATION in tags:
+        m = [float(a) for a in tags[TAG_TRANSFORMATION]]
+        if len(m) != 16:
+            return None
+        x, y = m[0] * u + m[1] * v + m[3], m[4] * u + m[5] * v + m[7]
+    elif TAG_PIXEL_SCALE in tags and TAG_TIEPOINT in tags:
+        sx, sy = (float(a) for a in tags[TAG_PIXEL_SCALE][:2])
+        tie = [float(a) for a in tags[TAG_TIEPOINT]]
+        if len(tie) < 6:
+            return None
+        i, j, _, tx, ty, _ = tie[:6]
+        x, y = tx + (u - i) * sx, ty - (v - j) * sy
+    else:
+        return None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return None
+    return x, y, int(epsg)
+
+
+def _geokeys(directory: Any) -> dict[int, int]:
+    """Short (inline) values of a GeoKeyDirectoryTag: ``{key_id: value}``."""
+    if directory is None:
+        return {}
+    d = [int(a) for a in directory]
+    if len(d) < 4:
+        return {}
+    keys = {}
+    for n in range(min(d[3], (len(d) - 4) // 4)):
+        key, location, _count, value = d[4 + 4 * n: 8 + 4 * n]
+        if location == 0:
+            keys[key] = value
+    return keys
+
+
+@lru_cache(maxsize=32)
+def _transformer(epsg: int) -> Any:
+    from pyproj import Transformer
+
+    return Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+
+
+def to_lat_lon(x: float, y: float, epsg: int) -> tuple[float, float] | None:
+    """WGS84 ``(lat, lon)`` of ``(x, y)`` in EPSG:``epsg``; ``None`` if pyproj cannot."""
+    try:
+        lon, lat = _transformer(epsg).transform(x, y)
+    except Exception:  # unknown EPSG code, or out of the projection's domain
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        return None
+    return float(lat), float(lon)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _load_model(run_dir: Path, checkpoint: str, device: torch.device
+                ) -> tuple[torch.nn.Module, int, list[str]]:
+    """The run's eval network, its image size and its class names."""
+    from aerossl.engine.checkpoint import load_checkpoint
+    from aerossl.engine.trainer import build_network, load_run_config
+
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no config.yaml)")
+    cfg = load_run_config(run_dir)
+    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", device)
+    weights = state["eval_model"]
+    heads = [k for k in weights if k.endswith("head.weight")]
+    if not heads:
+        raise CheckpointError(f"{run_dir}: checkpoint has no classifier head")
+    num_classes = int(weights[heads[0]].shape[0])
+    classes = _class_names(run_dir, cfg.data.root, num_classes)
+    network = build_network(cfg, num_classes, 3)
+    network.load_state_dict(weights)
+    network.to(device).eval()
+    return network, cfg.data.image_size, classes
+
+
+def _class_names(run_dir: Path, data_root: str, num_classes: int) -> list[str]:
+    for name in ("summary.json", "eval.json"):
+        try:
+            classes = json.loads((run_dir / name).read_text()).get("classes")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(classes, list) and len(classes) == num_classes:
+            return [str(c) for c in classes]
+    try:  # a run still training has neither file: the class folders give the same order
+        from aerossl.data import demo_dataset_path
+        from aerossl.data.folder import scan_folder
+
+        root = demo_dataset_path() if data_root == "demo" else Path(data_root)
+        classes = [p.name for p in sorted(Path(root).iterdir(), key=lambda p: p.name)
+                   if p.is_dir() and not p.name.startswith(".")]
+        if len(classes) == num_classes:
+            return classes
+        classes = scan_folder(root).classes
+        if len(classes) == num_classes:
+            return classes
+    except (OSError, AerosslError):
+        pass
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _decode(path: Path, image_size: int, geo: bool
+            ) -> tuple[np.ndarray | None, tuple[float, float, int] | None, str]:
+    try:
+        img = read_image(path, image_size)
+    except Exception as exc:  # DataError mostly; never fatal for the whole run
+        return None, None, str(exc)
+    return img, geotiff_center(path) if geo else None, ""
+
+
+def predict_paths(
+    run_dir: str | Path,
+    paths: list[Path] | list[str],
+    output_csv: str | Path,
+    top_k: int = 3,
+    batch_size: int = 128,
+    checkpoint: str = "last",
+    geojson: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    workers: int | None = None,
+) -> PredictResult:
+    """Classify every image under ``paths`` with a run's saved model and write a CSV.
+
+    Columns: ``path, predicted_class, confidence, top1_class, top1_prob, ..., topK_class,
+    topK_prob, lat, lon`` (``top_k`` is capped at the number of classes; lat/lon are the
+    WGS84 centre of a georeferenced GeoTIFF, else empty). ``geojson`` also writes a
+    FeatureCollection of points (properties ``path, class, confidence``) for the
+    georeferenced images. Unreadable images get no row; they are listed in the result.
+    """
+    from tqdm import tqdm
+
+    from aerossl.engine.trainer import resolve_device
+
+    start = time.perf_counter()
+    run_dir, output_csv = Path(run_dir), Path(output_csv)
+    if top_k < 1:
+        raise AerosslError(f"top_k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise AerosslError(f"batch_size must be at least 1, got {batch_size}")
+    dev = resolve_device(device)
+    network, image_size, classes = _load_model(run_dir, checkpoint, dev)
+    files = find_images(paths)
+    if not files:
+        raise DataError(f"no image files ({', '.join(map(str, paths))}) found")
+    k = min(top_k, len(classes))
+
+    header = ["path", "predicted_class", "confidence"]
+    for i in range(1, k + 1):
+        header += [f"top{i}_class", f"top{i}_prob"]
+    header += ["lat", "lon"]
+    features: list[dict[str, Any]] = []
+    unreadable: list[tuple[str, str]] = []
+    written = georeferenced = 0
+    chunks = [files[i: i + batch_size] for i in range(0, len(files), batch_size)]
+    workers = workers or min(8, (os.cpu_count() or 2))
+
+    output_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp_csv = output_csv.with_name(output_csv.name + ".part")
+    with (ThreadPoolExecutor(workers) as pool, tmp_csv.open("w", newline="") as fh,
+          tqdm(total=len(files), unit="img", desc="predict", disable=not progress) as bar):
+        out = csv.writer(fh)
+        out.writerow(header)
+
+        def submit(chunk: list[Path]) -> list[Future]:
+            return [pool.submit(_decode, p, image_size, True) for p in chunk]
+
+        pending = submit(chunks[0])
+        for n, chunk in enumerate(chunks):
+            decoded = [f.result() for f in pending]
+            pending = submit(chunks[n + 1]) if n + 1 < len(chunks) else []  # decode ahead
+            good = [(p, img, geo) for p, (img, geo, err) in zip(chunk, decoded, strict=True)
+                    if img is not None]
+            unreadable += [(str(p), err) for p, (img, _, err) in
+                           zip(chunk, decoded, strict=True) if img is None]
+            if good:
+                x = torch.from_numpy(np.stack([img for _, img, _ in good]))
+                with torch.inference_mode():
+                    logits = network(x.to(dev).float().div_(255.0)).float()
+                probs = torch.softmax(logits, dim=1).cpu()
+                top_p, top_i = probs.topk(k, dim=1)
+                for (p, _, geo), tp, ti in zip(good, top_p.tolist(), top_i.tolist(),
+                                               strict=True):
+                    latlon = to_lat_lon(*geo) if geo else None
+                    row: list[Any] = [str(p), classes[ti[0]], f"{tp[0]:.6f}"]
+                    for c, q in zip(ti, tp, strict=True):
+                        row += [classes[c], f"{q:.6f}"]
+                    if latlon:
+                        georeferenced += 1
+                        row += [f"{latlon[0]:.9f}", f"{latlon[1]:.9f}"]
+                        features.append({
+                            "type": "Feature",
+                            "geometry": {"type": "Point",
+                                         "coordinates": [round(latlon[1], 9),
+                                                         round(latlon[0], 9)]},
+                            "properties": {"path": str(p), "class": classes[ti[0]],
+                                           "confidence": round(tp[0], 6)},
+                        })
+                    else:
+                        row += ["", ""]
+                    out.writerow(row)
+                    written += 1
+            bar.update(len(chunk))
+    os.replace(tmp_csv, output_csv)
+
+    geojson_path = Path(geojson) if geojson else None
+    if geojson_path is not None:
+        geojson_path.parent.mkdir(parents=True, exist_ok=True)
+        geojson_path.write_text(json.dumps(
+            {"type": "FeatureCollection", "features": features}, indent=1))
+    return PredictResult(output_csv, geojson_path, len(files), written, georeferenced,
+                         unreadable, time.perf_counter() - start, classes)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _handler(args: argparse.Namespace) -> int:
+    res = predict_paths(args.run_dir, args.paths, args.output, args.top_k, args.batch_size,
+                        args.checkpoint, args.geojson, args.device)
+    print(f"predicted {res.num_predicted} of {res.num_images} images in {res.seconds:.1f} s "
+          f"({res.images_per_second:.1f} images/s), {res.num_georeferenced} georeferenced")
+    if res.unreadable:
+        print(f"{len(res.unreadable)} unreadable files (no CSV row):")
+        for path, reason in res.unreadable:
+            print(f"  {path}: {reason}")
+    print(f"predictions: {res.output_csv}")
+    if res.geojson:
+        print(f"geojson: {res.geojson}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``predict RUN_DIR PATH...`` on an ``add_subparsers()`` object."""
+    p = subparsers.add_parser("predict", help="classify new images with a trained run")
+    p.add_argument("run_dir", help="run folder (config.yaml + checkpoints/)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--output", "-o", default="predictions.csv", help="CSV to write")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
+    p.add_argument("--geojson", default=None, help="also write georeferenced points here")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_handler)
+    return p
+
+
+__all__ = ["PredictResult", "add_parser", "find_images", "geotiff_center", "predict_paths",
+           "to_lat_lon"]
