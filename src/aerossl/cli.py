@@ -1,4 +1,4 @@
-"""Command line: ``aerossl train|evaluate|demo|validate|report|list``."""
+"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``."""
 
 from __future__ import annotations
 
@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
     li.set_defaults(func=_list)
+
+    from aerossl import compare, export, predict
+
+    for module in (predict, export, compare):
+        module.add_parser(sub)
     return p
 
 
