@@ -1,9 +1,12 @@
 """aerossl: semi-supervised deep learning for aerial and satellite scene images."""
 
 from aerossl.api import demo, evaluate, find_config, resume, shipped_configs, train
+from aerossl.compare import compare_runs, write_comparison
 from aerossl.config import Config, load_config
 from aerossl.engine.trainer import RunResult
 from aerossl.errors import AerosslError, CheckpointError, ConfigError, DataError
+from aerossl.export import export_run
+from aerossl.predict import predict_paths
 
 __version__ = "0.1.0"
 
@@ -14,11 +17,15 @@ __all__ = [
     "ConfigError",
     "DataError",
     "RunResult",
+    "compare_runs",
     "demo",
     "evaluate",
+    "export_run",
     "find_config",
     "load_config",
+    "predict_paths",
     "resume",
     "shipped_configs",
     "train",
+    "write_comparison",
 ]
