@@ -104,3 +104,22 @@ def _isolated_cache_dir(
     cache = tmp_path_factory.mktemp("aerossl-cache")
     monkeypatch.setenv("AEROSSL_CACHE_DIR", str(cache))
     return cache
+
+
+DEMO_CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
+
+
+@pytest.fixture(scope="session")
+def five_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five visually distinct UC Merced classes from the demo set (40 real images each).
+
+    Shared by every test module: tests read it and never write into it.
+    """
+    import shutil
+
+    from aerossl.data import demo_dataset_path
+
+    root = tmp_path_factory.mktemp("ucm5")
+    for name in DEMO_CLASSES:
+        shutil.copytree(demo_dataset_path() / name, root / name)
+    return root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,8 @@ import torch
 
 import aerossl
 from aerossl.cli import main
-from aerossl.data import demo_dataset_path
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
-
-CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
-
-
-@pytest.fixture(scope="module")
-def five_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five visually distinct UC Merced classes from the demo set (40 real images each)."""
-    root = tmp_path_factory.mktemp("ucm5")
-    for name in CLASSES:
-        shutil.copytree(demo_dataset_path() / name, root / name)
-    return root
 
 
 def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(tmp_path_factory: pytest.TempPathFactory, five_classes: Path) -> Path:
     """A tiny real supervised run on five demo classes at 32 px."""
-    root = tmp_path_factory.mktemp("ucm5")
-    for name in CLASSES:
-        shutil.copytree(demo_dataset_path() / name, root / name)
+    root = five_classes
     cfg = {
         "name": "export", "output_dir": str(tmp_path_factory.mktemp("runs")), "seed": 0,
         "data": {"root": str(root), "image_size": SIZE, "labels_per_class": 4},

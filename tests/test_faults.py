@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +25,10 @@ import torch
 import yaml
 
 import aerossl
-from aerossl.data import demo_dataset_path
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.errors import CheckpointError
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
-CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
 STEPS, EVAL_EVERY = 100, 10
 TIMEOUT = 120.0
 
@@ -101,12 +98,10 @@ class Runner:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory):
+def env(tmp_path_factory: pytest.TempPathFactory, five_classes: Path):
     """The fork server, the config file and the uninterrupted reference run."""
     base = tmp_path_factory.mktemp("faults")
-    root = base / "ucm5"
-    for name in CLASSES:
-        shutil.copytree(demo_dataset_path() / name, root / name)
+    root = five_classes
     cfg = {
         "name": "run", "output_dir": str(base / "runs"), "seed": 0,
         "data": {"root": str(root), "image_size": 32, "labels_per_class": 4},

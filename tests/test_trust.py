@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,24 +20,12 @@ import torch
 import aerossl
 from aerossl.algorithms.fixmatch import FixMatch
 from aerossl.config import config_from_dict
-from aerossl.data import demo_dataset_path
 from aerossl.engine import checkpoint as checkpoint_module
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import AerosslError, CheckpointError
-
-CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
-
-
-@pytest.fixture(scope="module")
-def five_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five UC Merced classes from the demo set (40 real images each)."""
-    root = tmp_path_factory.mktemp("ucm5")
-    for name in CLASSES:
-        shutil.copytree(demo_dataset_path() / name, root / name)
-    return root
 
 
 def small_config(root: Path, out: Path, **train) -> aerossl.Config:
