@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from aerossl.config import Config, apply_overrides, config_from_dict, load_config
-from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.data import load_data
 from aerossl.engine.evaluate import evaluate_model
 from aerossl.engine.trainer import (
     RunResult,
     Trainer,
-    build_network,
     load_run_config,
+    load_run_network,
     resolve_device,
 )
 from aerossl.errors import CheckpointError, ConfigError
@@ -88,14 +87,11 @@ def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     dev = resolve_device(device)
+    network, info = load_run_network(run_dir, checkpoint, dev)
     data = load_data(cfg.data, cfg.seed, split_dir=run_dir / "split")
-    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", dev)
-    network = build_network(cfg, data.num_classes, data.channels)
-    network.load_state_dict(state["eval_model"])
-    network.to(dev)
     result = evaluate_model(network, data.images, data.labels, data.split.test,
                             cfg.train.eval_batch_size, dev, data.num_classes)
-    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "step": int(state["step"]),
+    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "step": info["step"],
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 
 

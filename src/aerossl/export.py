@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from aerossl.engine.trainer import load_run_network
 from aerossl.errors import CheckpointError, ConfigError
 
 FORMATS = ("onnx", "torchscript")
@@ -52,37 +53,6 @@ class RawImageClassifier(nn.Module):
         if self.scale_uint8:
             x = x / 255.0
         return torch.softmax(self.network(x), dim=1)
-
-
-def load_run_network(run_dir: str | Path, checkpoint: str = "last"
-                     ) -> tuple[nn.Module, dict[str, Any]]:
-    """The run's evaluated network (CPU, eval mode) and what the sidecar needs to know."""
-    from aerossl.engine.checkpoint import load_checkpoint
-    from aerossl.engine.trainer import build_network, load_run_config
-
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
-    cfg = load_run_config(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = load_checkpoint(path, "cpu")
-    classes = state.get("classes")
-    if not classes:
-        raise CheckpointError(f"{path} does not record the run's classes")
-    if cfg.data.mean is None:
-        raise CheckpointError(f"{run_dir / 'config.yaml'} has no data.mean; the run never started")
-    channels = len(cfg.data.mean)
-    network = build_network(cfg, len(classes), channels)
-    try:
-        network.load_state_dict(state["eval_model"])
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path} does not match the network of {run_dir / 'config.yaml'}: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-    network.eval()
-    info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
-            "channels": channels, "step": int(state.get("step", -1)),
-            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
-    return network, info
 
 
 def _export_onnx(model: nn.Module, example: Tensor, output: Path) -> None:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from aerossl.data.decode import TIFF_EXTENSIONS, is_image_file, read_image
-from aerossl.errors import AerosslError, CheckpointError, DataError
+from aerossl.engine.trainer import load_run_network, resolve_device
+from aerossl.errors import AerosslError, DataError
 
 # GeoTIFF tags and keys (OGC GeoTIFF 1.1).
 TAG_PIXEL_SCALE = 33550
@@ -191,53 +192,6 @@ def to_lat_lon(x: float, y: float, epsg: int) -> tuple[float, float] | None:
 # ----------------------------------------------------------------------------- model
 
 
-def _load_model(run_dir: Path, checkpoint: str, device: torch.device
-                ) -> tuple[torch.nn.Module, int, list[str]]:
-    """The run's eval network, its image size and its class names."""
-    from aerossl.engine.checkpoint import load_checkpoint
-    from aerossl.engine.trainer import build_network, load_run_config
-
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = load_run_config(run_dir)
-    state = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", device)
-    weights = state["eval_model"]
-    heads = [k for k in weights if k.endswith("head.weight")]
-    if not heads:
-        raise CheckpointError(f"{run_dir}: checkpoint has no classifier head")
-    num_classes = int(weights[heads[0]].shape[0])
-    classes = _class_names(run_dir, cfg.data.root, num_classes)
-    network = build_network(cfg, num_classes, 3)
-    network.load_state_dict(weights)
-    network.to(device).eval()
-    return network, cfg.data.image_size, classes
-
-
-def _class_names(run_dir: Path, data_root: str, num_classes: int) -> list[str]:
-    for name in ("summary.json", "eval.json"):
-        try:
-            classes = json.loads((run_dir / name).read_text()).get("classes")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(classes, list) and len(classes) == num_classes:
-            return [str(c) for c in classes]
-    try:  # a run still training has neither file: the class folders give the same order
-        from aerossl.data import demo_dataset_path
-        from aerossl.data.folder import scan_folder
-
-        root = demo_dataset_path() if data_root == "demo" else Path(data_root)
-        classes = [p.name for p in sorted(Path(root).iterdir(), key=lambda p: p.name)
-                   if p.is_dir() and not p.name.startswith(".")]
-        if len(classes) == num_classes:
-            return classes
-        classes = scan_folder(root).classes
-        if len(classes) == num_classes:
-            return classes
-    except (OSError, AerosslError):
-        pass
-    return [f"class_{i}" for i in range(num_classes)]
-
-
 # ----------------------------------------------------------------------------- predict
 
 
@@ -272,7 +226,6 @@ def predict_paths(
     """
     from tqdm import tqdm
 
-    from aerossl.engine.trainer import resolve_device
 
     start = time.perf_counter()
     run_dir, output_csv = Path(run_dir), Path(output_csv)
@@ -281,7 +234,8 @@ def predict_paths(
     if batch_size < 1:
         raise AerosslError(f"batch_size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
-    network, image_size, classes = _load_model(run_dir, checkpoint, dev)
+    network, info = load_run_network(run_dir, checkpoint, dev)
+    image_size, classes = info["image_size"], info["classes"]
     files = find_images(paths)
     if not files:
         raise DataError(f"no image files ({', '.join(map(str, paths))}) found")

@@ -515,3 +515,33 @@ def load_run_config(run_dir: Path) -> Config:
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
     return config_from_dict(read_yaml(path), str(path))
+
+
+def load_run_network(
+    run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A run's evaluated network (eval mode, on ``device``) and what describes it: classes,
+    image size, channels, step, model name and normalisation."""
+    run_dir = Path(run_dir)
+    if checkpoint not in ("last", "best"):
+        raise ConfigError(f"unknown checkpoint {checkpoint!r}: use 'last' or 'best'")
+    cfg = load_run_config(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(path, device)
+    classes = state.get("classes")
+    if not classes:
+        raise CheckpointError(f"{path} does not record the run's classes")
+    if cfg.data.mean is None:
+        raise CheckpointError(f"{run_dir / 'config.yaml'} has no data.mean; the run never started")
+    channels = len(cfg.data.mean)
+    network = build_network(cfg, len(classes), channels)
+    try:
+        network.load_state_dict(state["eval_model"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not match the network of {run_dir / 'config.yaml'}: "
+                              f"{str(e).splitlines()[0][:200]}") from None
+    network.to(device).eval()
+    info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
+            "channels": channels, "step": int(state.get("step", -1)),
+            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+    return network, info
