@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.data.decode import TIFF_EXTENSIONS, is_image_file, read_image
+from aerossl.data.decode import TIFF_EXTENSIONS, read_image
+from aerossl.data.folder import walk_images
 from aerossl.engine.trainer import load_run_network, resolve_device
 from aerossl.errors import AerosslError, DataError
 
@@ -75,34 +76,10 @@ def find_images(paths: list[Path] | list[str]) -> list[Path]:
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            found.extend(_walk(path))
+            found.extend(walk_images(path)[0])
         else:
             raise DataError(f"{path}: no such file or folder")
-    seen: set[Path] = set()
-    unique = []
-    for p in found:
-        if p not in seen:
-            seen.add(p)
-            unique.append(p)
-    return unique
-
-
-def _walk(folder: Path) -> list[Path]:
-    out: list[Path] = []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:  # symlink loop
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and is_image_file(name):
-                p = Path(dirpath) / name
-                if p.is_file():
-                    out.append(p)
-    return out
+    return list(dict.fromkeys(found))  # a file reached twice is predicted once
 
 
 # ----------------------------------------------------------------------------- GeoTIFF

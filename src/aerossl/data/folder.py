@@ -42,18 +42,18 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_class(class_dir: Path) -> tuple[list[str], int]:
-    """Image paths (relative to ``class_dir``) found recursively, and the skipped count."""
-    images: list[str] = []
+def walk_images(folder: Path) -> tuple[list[Path], int]:
+    """Image files under ``folder`` (recursively, sorted by path, symlink loops broken) and the
+    count of skipped entries: hidden files and folders' contents, non-image files."""
+    images: list[Path] = []
     skipped = 0
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # symlink loop
             dirnames[:] = []
             continue
         seen.add(real)
-        rel_dir = Path(dirpath).relative_to(class_dir)
         for name in list(dirnames):
             if _is_hidden(name):
                 dirnames.remove(name)
@@ -61,14 +61,19 @@ def _walk_class(class_dir: Path) -> tuple[list[str], int]:
                     skipped += len(hidden_files)
         dirnames.sort()
         for name in filenames:
-            if _is_hidden(name) or not is_image_file(name):
-                skipped += 1
-            elif (Path(dirpath) / name).is_file():
-                images.append((rel_dir / name).as_posix())
+            path = Path(dirpath) / name
+            if not _is_hidden(name) and is_image_file(name) and path.is_file():
+                images.append(path)
             else:
                 skipped += 1
-    images.sort()
+    images.sort(key=lambda p: p.as_posix())
     return images, skipped
+
+
+def _walk_class(class_dir: Path) -> tuple[list[str], int]:
+    """Image paths (relative to ``class_dir``) found recursively, and the skipped count."""
+    images, skipped = walk_images(class_dir)
+    return [p.relative_to(class_dir).as_posix() for p in images], skipped
 
 
 def scan_folder(root: str | Path) -> FolderDataset:
