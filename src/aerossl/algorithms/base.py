@@ -7,11 +7,12 @@ the optimiser, schedules, EMA, evaluation, checkpoints and logging.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from aerossl.errors import ConfigError
@@ -47,6 +48,7 @@ class Batch:
     labels: Tensor
     unlabeled: dict[str, Tensor] = field(default_factory=dict)
     unlabeled_true: Tensor | None = None
+    unlabeled_index: Tensor | None = None  # dataset indices of the unlabelled images (int64)
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,60 @@ class Algorithm(nn.Module):
 
     Subclasses set ``name``, a nested ``Params`` schema, ``views`` and ``training_step``. Modules
     an algorithm adds (projection heads, teachers) are attributes, so they are checkpointed and,
-    when trainable, optimised with the model.
+    when trainable, optimised with the model. State that must survive a resume (running
+    averages, per-sample statistics) is kept in buffers.
+
+    ``num_images`` is the size of the whole dataset: ``Batch.unlabeled_index`` indexes into it,
+    for methods that keep per-image state (FlexMatch).
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[AlgorithmParams]] = AlgorithmParams
 
-    def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int) -> None:
+    def __init__(
+        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0
+    ) -> None:
         super().__init__()
         self.model = model
         self.p = params
         self.num_classes = num_classes
+        self.num_images = num_images
+        if getattr(params, "dist_align", False):
+            # running mean of the model's predictions on unlabelled images (ReMixMatch's DA)
+            self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
+
+    # ------------------------------------------------------------ options any method can use
+
+    def mix_labeled(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Labelled inputs and soft targets, mixed by MixUp or CutMix when ``labeled_mix`` is on.
+
+        Returns ``(x, one_hot(y))`` when it is off; train with :meth:`soft_cross_entropy`.
+        """
+        targets = torch.nn.functional.one_hot(y, self.num_classes).float()
+        mode = getattr(self.p, "labeled_mix", "none")
+        if mode == "none" or not self.training:
+            return x, targets
+        return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
+
+    def align(self, probs: Tensor) -> Tensor:
+        """Distribution alignment (ReMixMatch) of unlabelled guesses when ``dist_align`` is on:
+        ``p * prior / running_mean(p)``, renormalised. The prior is uniform (the labelled set of
+        a stratified split is balanced). Updates the running mean in training mode."""
+        if not getattr(self.p, "dist_align", False):
+            return probs
+        if self.training:
+            m = self.p.dist_align_momentum
+            self.da_model_mean.mul_(m).add_(probs.detach().float().mean(0), alpha=1 - m)
+        aligned = probs / self.da_model_mean.clamp_min(1e-6) / self.num_classes
+        return aligned / aligned.sum(dim=1, keepdim=True)
+
+    def entropy_loss(self, logits: Tensor) -> Tensor:
+        """``entropy_weight`` times the mean prediction entropy (Grandvalet & Bengio 2005)."""
+        weight = getattr(self.p, "entropy_weight", 0.0)
+        if weight == 0:
+            return logits.new_zeros(())
+        logp = torch.log_softmax(logits.float(), dim=1)
+        return weight * -(logp.exp() * logp).sum(dim=1).mean()
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
@@ -107,6 +152,66 @@ class Algorithm(nn.Module):
     def eval_model(self) -> nn.Module:
         """The network that is evaluated, checkpointed as the result and exported."""
         return self.model
+
+
+class LabeledMixParams(AlgorithmParams):
+    """MixUp or CutMix on the labelled batch (for any method)."""
+
+    labeled_mix: Literal["none", "mixup", "cutmix"] = Field(
+        "none", description="mix the labelled batch: none, mixup or cutmix"
+    )
+    labeled_mix_alpha: float = Field(
+        1.0, gt=0, description="Beta(alpha, alpha) of the labelled mixing coefficient"
+    )
+
+
+class SSLParams(LabeledMixParams):
+    """Options any semi-supervised method can switch on."""
+
+    entropy_weight: float = Field(
+        0.0, ge=0, description="weight of entropy minimisation on unlabelled predictions"
+    )
+    dist_align: bool = Field(
+        False, description="distribution alignment of unlabelled guesses (ReMixMatch)"
+    )
+    dist_align_momentum: float = Field(
+        0.999, ge=0, lt=1, description="momentum of distribution alignment's running mean"
+    )
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = step / length`` (Laine & Aila 2017); 1 after ``length``."""
+    if length <= 0 or step >= length:
+        return 1.0
+    t = 1.0 - step / length
+    return math.exp(-5.0 * t * t)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy against probability targets (rows of ``targets`` sum to 1)."""
+    return -(targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def mix_batch(x: Tensor, targets: Tensor, mode: str, alpha: float) -> tuple[Tensor, Tensor]:
+    """MixUp (convex combination) or CutMix (pasted box) of a batch with a shuffled copy.
+
+    One coefficient ``lam ~ Beta(alpha, alpha)`` per batch; for CutMix the targets are mixed by
+    the pasted area actually used.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), device=x.device)
+    if mode == "mixup":
+        return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+    h, w = x.shape[-2:]
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    mixed = x.clone()
+    mixed[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return mixed, lam * targets + (1 - lam) * targets[perm]
 
 
 _REGISTRY: dict[str, type[Algorithm]] = {}

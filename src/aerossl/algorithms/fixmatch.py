@@ -16,11 +16,13 @@ from aerossl.algorithms.base import (
     Algorithm,
     AlgorithmParams,
     Batch,
+    SSLParams,
     StepContext,
     StepOutput,
     ViewSpec,
     pseudo_label_stats,
     register_algorithm,
+    soft_cross_entropy,
 )
 
 
@@ -28,7 +30,7 @@ from aerossl.algorithms.base import (
 class FixMatch(Algorithm):
     """Confidence-thresholded pseudo-labels from weak views train strong views."""
 
-    class Params(AlgorithmParams):
+    class Params(SSLParams):
         threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau")
         temperature: float = Field(1.0, gt=0, description="softmax temperature of the guesses")
         lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
@@ -43,7 +45,7 @@ class FixMatch(Algorithm):
         return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
-        x, y = batch.labeled["weak"], batch.labels
+        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
         u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
         n = len(x)
         if self.p.joint_batch:
@@ -55,13 +57,13 @@ class FixMatch(Algorithm):
                 logits_weak = self.model(u_weak)
             logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, len(u_strong)])
 
-        loss_sup = F.cross_entropy(logits_x, y)
-        probs = torch.softmax(logits_weak.float() / self.p.temperature, dim=1)
+        loss_sup = soft_cross_entropy(logits_x, targets)
+        probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))
         confidence, pseudo = probs.max(dim=1)
         mask = (confidence >= self.p.threshold).float()
         loss_unsup = (F.cross_entropy(logits_strong, pseudo, reduction="none") * mask).mean()
 
-        loss = loss_sup + self.p.lambda_u * loss_unsup
+        loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
         log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
         return StepOutput(loss, log)

@@ -173,6 +173,7 @@ class BatchBuilder:
         if self.unlabeled is not None:
             uidx = self.unlabeled.next()
             batch.unlabeled = self._views(self._gather(uidx), self.views.unlabeled)
+            batch.unlabeled_index = uidx.to(self.device)
             batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
         return batch
 

@@ -162,7 +162,9 @@ class Trainer:
         network = build_network(cfg, self.data.num_classes, self.data.channels)
         if t.channels_last:
             network = network.to(memory_format=torch.channels_last)
-        self.algorithm: Algorithm = algo_cls(network, params, self.data.num_classes).to(self.device)
+        self.algorithm: Algorithm = algo_cls(
+            network, params, self.data.num_classes, num_images=len(self.data.labels)
+        ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
         amp_dtype = torch.bfloat16
