@@ -1,11 +1,18 @@
-"""Supervised-only vs FixMatch on UC Merced at 4 labels per class (50/50 split, same labels).
+"""SSL methods vs supervised-only on UC Merced at 4 labels per class (50/50 split, same labels).
 
-Runs every (method, seed) with the shipped configs, each as its own ``aerossl train`` process,
-then writes a Markdown table with accuracy per method and seed, minutes, steps, the end-of-run
-mask rate and pseudo-label accuracy, and the share of FixMatch's step time spent outside the
-model's forward and backward passes.
+Runs every (method, seed) with the shipped ``ucmerced_<method>`` configs, each as its own
+``aerossl train`` process, then writes a Markdown table with accuracy per method and seed,
+minutes, steps, the end-of-run mask rate and pseudo-label accuracy, and the share of the step
+time spent outside the model's forward and backward passes.
 
     python benchmarks/ucmerced_4labels.py --data ../shared/data/ucmerced --seeds 0 1 --jobs 2
+
+``--methods`` picks the methods (default: supervised and FixMatch) and ``--steps`` gives every
+method the same step budget, e.g. the all-methods table::
+
+    python benchmarks/ucmerced_4labels.py --data ../shared/data/ucmerced --seeds 0 1 --jobs 2 \
+        --methods all --steps 1500 --output-dir runs/bench-methods \
+        --out benchmarks/results/ssl_methods_ucmerced.md
 """
 
 from __future__ import annotations
@@ -22,7 +29,15 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("supervised", "fixmatch")
+DEFAULT_METHODS = ("supervised", "fixmatch")
+
+
+def shipped_methods() -> list[str]:
+    """Methods with a shipped ``ucmerced_<method>`` config, supervised first."""
+    from aerossl.api import shipped_configs
+
+    names = [c.removeprefix("ucmerced_") for c in shipped_configs() if c.startswith("ucmerced_")]
+    return sorted(names, key=lambda m: (m != "supervised", m))
 
 
 def cpu_name() -> str:
@@ -38,9 +53,9 @@ def cpu_name() -> str:
 
 def run_all(args: argparse.Namespace) -> list[Path]:
     """Launch the runs, ``args.jobs`` at a time; return their run folders."""
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     pending, running, dirs = [], [], []
-    for method in ("fixmatch", "supervised"):  # the long runs first
+    for method in sorted(args.methods, key=lambda m: m == "supervised"):  # the long runs first
         for seed in args.seeds:
             name = f"{method}-s{seed}"
             run_dir = Path(args.output_dir) / name
@@ -50,7 +65,7 @@ def run_all(args: argparse.Namespace) -> list[Path]:
             cmd = [sys.executable, "-m", "aerossl.cli", "train", f"ucmerced_{method}",
                    f"data.root={args.data}", f"seed={seed}", f"name={name}",
                    f"output_dir={args.output_dir}", f"train.num_threads={threads}",
-                   "train.progress=false", *args.overrides.get(method, [])]
+                   "train.progress=false", *args.common, *args.overrides.get(method, [])]
             if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").is_file():
                 cmd = [sys.executable, "-m", "aerossl.cli", "train", "--resume", str(run_dir),
                        f"train.num_threads={threads}"]
@@ -98,7 +113,7 @@ def outside_model_share(run_dir: Path) -> float:
 
 def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
     """Render the results as Markdown."""
-    rows, acc = [], {m: [] for m in METHODS}
+    rows, acc = [], {m: [] for m in args.methods}
     for run_dir in dirs:
         s = json.loads((run_dir / "summary.json").read_text())
         last = last_train_row(run_dir)
@@ -113,22 +128,26 @@ def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
             f"{100 * outside_model_share(run_dir):.1f}% |"
         )
     mean = {m: 100 * sum(v) / len(v) for m, v in acc.items() if v}
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+    configs = ", ".join(f"`ucmerced_{m}`" for m in args.methods)
+    title = ("supervised-only vs FixMatch" if set(args.methods) == set(DEFAULT_METHODS)
+             else "SSL methods vs supervised-only")
     lines = [
-        "# UC Merced, 4 labels per class: supervised-only vs FixMatch",
+        f"# UC Merced, 4 labels per class: {title}",
         "",
         f"- date: {dt.date.today().isoformat()}",
         f"- machine: {cpu_name()}, {os.cpu_count()} cores, {args.jobs} runs at a time with "
         f"{threads} thread(s) each; torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data} (2,100 images, 21 classes), 50/50 stratified split per class, "
         "4 labelled images per class (84), the split and labels drawn from the seed",
-        "- configs: `ucmerced_supervised`, `ucmerced_fixmatch` (shipped), overrides: "
-        f"{args.overrides or 'none'}",
+        f"- configs: {configs} (shipped), overrides for all: {args.common or 'none'}, "
+        f"per method: {args.overrides or 'none'}",
         f"- command: `python benchmarks/ucmerced_4labels.py {' '.join(sys.argv[1:])}`",
         "",
         "Accuracy is the test accuracy (%) of the EMA weights at the end of training (final); "
         "best is the best evaluation during training (optimistic: chosen on the test split). "
-        "Mask rate and pseudo-label accuracy are FixMatch's over the last logging window. "
+        "Mask rate and pseudo-label accuracy (of the accepted pseudo-labels) are over the last "
+        "logging window, for methods that threshold their guesses. "
         "Outside-model is the share of the training step's time spent outside the model's "
         "forward and backward passes (batch assembly, augmentation, optimiser and EMA).",
         "",
@@ -137,11 +156,13 @@ def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *(f"- mean final accuracy, {m}: **{v:.1f}%**" for m, v in mean.items()),
+        "| method | mean final acc | minus supervised |",
+        "|---|---|---|",
     ]
-    if len(mean) == 2:
-        lines.append(f"- FixMatch minus supervised: **{mean['fixmatch'] - mean['supervised']:+.1f}"
-                     " points**")
+    base = mean.get("supervised")
+    for m, v in sorted(mean.items(), key=lambda kv: -kv[1]):
+        delta = "" if base is None else f"{v - base:+.1f}"
+        lines.append(f"| {m} | **{v:.1f}** | {delta} |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,10 +174,21 @@ def main() -> None:
     p.add_argument("--output-dir", default="runs/bench-ucmerced")
     p.add_argument("--out", default="benchmarks/results/ucmerced_4labels.md")
     p.add_argument("--rerun", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help="methods to run ('all': every shipped ucmerced_<method> config)")
+    p.add_argument("--steps", type=int, help="the same step budget for every method")
+    p.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of every run")
     p.add_argument("--supervised", nargs="*", default=[], help="overrides of the supervised runs")
     p.add_argument("--fixmatch", nargs="*", default=[], help="overrides of the FixMatch runs")
     args = p.parse_args()
-    args.overrides = {m: getattr(args, m) for m in METHODS if getattr(args, m)}
+    if args.methods == ["all"]:
+        args.methods = shipped_methods()
+    args.common = list(args.set)
+    if args.steps:
+        args.common += [f"train.steps={args.steps}", f"train.eval_every={args.steps}"]
+    args.overrides = {m: getattr(args, m) for m in DEFAULT_METHODS if getattr(args, m)}
     dirs = run_all(args)
     table = write_table(dirs, args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
