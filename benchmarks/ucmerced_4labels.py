@@ -55,25 +55,26 @@ def run_all(args: argparse.Namespace) -> list[Path]:
     """Launch the runs, ``args.jobs`` at a time; return their run folders."""
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     pending, running, dirs = [], [], []
-    for method in sorted(args.methods, key=lambda m: m == "supervised"):  # the long runs first
-        for seed in args.seeds:
-            name = f"{method}-s{seed}"
-            run_dir = Path(args.output_dir) / name
-            dirs.append(run_dir)
-            if (run_dir / "summary.json").is_file() and not args.rerun:
-                continue
-            cmd = [sys.executable, "-m", "aerossl.cli", "train", f"ucmerced_{method}",
-                   f"data.root={args.data}", f"seed={seed}", f"name={name}",
-                   f"output_dir={args.output_dir}", f"train.num_threads={threads}",
-                   "train.progress=false", *args.common, *args.overrides.get(method, [])]
-            if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").is_file():
-                cmd = [sys.executable, "-m", "aerossl.cli", "train", "--resume", str(run_dir),
-                       f"train.num_threads={threads}"]
-            elif run_dir.exists():
-                import shutil
+    # seed-major, so a complete table for the first seed exists early; long runs first
+    methods = sorted(args.methods, key=lambda m: m == "supervised")
+    for seed, method in [(s, m) for s in args.seeds for m in methods]:
+        name = f"{method}-s{seed}"
+        run_dir = Path(args.output_dir) / name
+        dirs.append(run_dir)
+        if (run_dir / "summary.json").is_file() and not args.rerun:
+            continue
+        cmd = [sys.executable, "-m", "aerossl.cli", "train", f"ucmerced_{method}",
+               f"data.root={args.data}", f"seed={seed}", f"name={name}",
+               f"output_dir={args.output_dir}", f"train.num_threads={threads}",
+               "train.progress=false", *args.common, *args.overrides.get(method, [])]
+        if run_dir.exists() and (run_dir / "checkpoints" / "last.pt").is_file():
+            cmd = [sys.executable, "-m", "aerossl.cli", "train", "--resume", str(run_dir),
+                   f"train.num_threads={threads}"]
+        elif run_dir.exists():
+            import shutil
 
-                shutil.rmtree(run_dir)
-            pending.append((name, cmd))
+            shutil.rmtree(run_dir)
+        pending.append((name, cmd))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     while pending or running:
         while pending and len(running) < args.jobs:
