@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import aerossl
 from aerossl.cli import main
-from aerossl.config import load_config
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
 
@@ -64,3 +62,39 @@ def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, method
         assert all(torch.isfinite(torch.tensor(r[key])) for r in rows), key
     assert rows[-1]["loss/sup"] < rows[0]["loss/sup"]
     assert result.final_acc >= min_acc, result
+
+
+def test_mean_teacher_resume_restores_the_teacher_exactly(five_classes: Path,
+                                                         tmp_path: Path) -> None:
+    cfg = aerossl.config.config_from_dict(small_config(five_classes, tmp_path, "mean_teacher",
+                                                       algorithm__rampup_fraction=0.2))
+    full = Trainer(cfg, tmp_path / "full").fit()
+    stopped = Trainer(cfg, tmp_path / "stopped")
+    assert stopped.fit(until=7) is None
+    resumed = aerossl.resume(tmp_path / "stopped")
+
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    teacher = [k for k in a if k.startswith("teacher.")]
+    assert teacher and "teacher_updates" in a and int(a["teacher_updates"]) == 12
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    # the teacher is an average, not a copy, of the student
+    assert not all(torch.equal(a[k], a["model." + k[len("teacher."):]]) for k in teacher)
+    assert resumed.final_acc == full.final_acc
+
+
+def test_every_part_a_method_trains_from_its_shipped_config_through_the_cli(
+    five_classes: Path, tmp_path: Path, capsys
+) -> None:
+    for method in METHODS:
+        args = ["train", str(CONFIGS / f"ucmerced_{method}.yaml"), f"data.root={five_classes}",
+                f"output_dir={tmp_path}", f"name=cli_{method}", "train.steps=3",
+                "train.batch_size=8", "train.mu=1", "train.eval_every=3", "train.progress=false",
+                "train.tensorboard=false", "model.widths=[8,16]", "report=[]"]
+        assert main(args) == 0, method
+        assert "test accuracy" in capsys.readouterr().out
+        rows = train_rows(tmp_path / f"cli_{method}")
+        assert rows and all(torch.isfinite(torch.tensor(r["loss/unsup"])) for r in rows), method
+        saved = (tmp_path / f"cli_{method}" / "config.yaml").read_text()
+        assert f"name: {method}" in saved
