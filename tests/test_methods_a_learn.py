@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ LEARNING = [
     ("pseudo_label", {}, 0.4),
     ("pi_model", {}, 0.4),
     ("mean_teacher", {}, 0.4),
-    ("vat", {}, 0.4),
+    ("vat", {"entropy_weight": 0.06}, 0.4),
     ("uda", {}, 0.4),
 ]
 
@@ -61,6 +62,13 @@ def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, method
     for key in ("loss", "loss/sup", "loss/unsup", "lambda_u"):
         assert all(torch.isfinite(torch.tensor(r[key])) for r in rows), key
     assert rows[-1]["loss/sup"] < rows[0]["loss/sup"]
+    assert rows[-1]["loss/unsup"] > 0  # the unlabelled term is active
+    if method not in ("uda",):  # the unlabelled weight ramps up
+        assert rows[0]["lambda_u"] < 0.1 * rows[-1]["lambda_u"]
+    if method in ("pseudo_label", "uda"):  # confident guesses are accepted, mostly right
+        assert rows[-1]["mask_rate"] > 0.2
+        accs = [r["pseudo_acc"] for r in rows if math.isfinite(r.get("pseudo_acc") or math.nan)]
+        assert accs and max(accs) > 0.6
     assert result.final_acc >= min_acc, result
 
 

@@ -5,8 +5,8 @@ Two stochastic weak views of each unlabelled image should get the same predictio
     loss = CE(x, y) + lambda_u(t) * mean_{i,c} (softmax(f(u1))_ic - softmax(f(u2))_ic)^2
 
 with ``lambda_u(t)`` ramped up by ``sigmoid_rampup``. The paper back-propagates through both
-branches; ``detach_target`` (default, as in USB) treats the second view's prediction as a fixed
-target, which halves the gradient noise and matches Mean Teacher's form.
+branches (``detach_target: false``); the default, as in USB, treats the second view's prediction
+as a fixed target, the form Mean Teacher also uses.
 """
 
 from __future__ import annotations
