@@ -6,10 +6,11 @@ view; the student ``f_s``, on another weak view, is trained towards the teacher 
     loss = CE(x, y) + lambda_u(t) * mean_{i,c} (softmax(f_s(u1))_ic - softmax(f_t(u2))_ic)^2
     teacher <- a * teacher + (1 - a) * student,   a = min(1 - 1 / (k + 1), ema_decay)
 
-``k`` is the update count (the reference code's warm-up of the decay); the teacher's batch-norm
-statistics are copied from the student after each update. The teacher belongs to the algorithm
-(checkpointed with it, never optimised); the evaluated network stays the student, of which the
-engine keeps its own EMA when ``train.ema`` is on.
+``k`` is the update count (the reference code's warm-up of the decay). As in the reference
+code the teacher runs in training mode (batch-norm normalises by the teacher's batch); its
+running statistics are copied from the student after each update. The teacher belongs to the
+algorithm (checkpointed with it, never optimised); the evaluated network stays the student, of
+which the engine keeps its own EMA when ``train.ema`` is on.
 """
 
 from __future__ import annotations
