@@ -1,6 +1,9 @@
 """Training methods, each a small module on the :class:`Algorithm` interface."""
 
 from aerossl.algorithms import fixmatch, supervised  # noqa: F401  (registration)
+
+# isort: split
+from aerossl.algorithms import mean_teacher, pi_model, pseudo_label, uda, vat  # noqa: F401
 from aerossl.algorithms.base import (
     Algorithm,
     AlgorithmParams,

@@ -1,0 +1,60 @@
+"""Pseudo-Label (Lee, ICML 2013 workshop on challenges in representation learning).
+
+The network's own confident hard predictions on unlabelled images are trained as if they were
+labels, on the same (weak) view, with a weight that ramps up from zero:
+
+    loss = CE(x, y) + lambda_u(t) * mean(1[max p(u) >= tau] * CE(u, argmax p(u)))
+
+as in USB's ``pseudolabel``; ``lambda_u(t)`` follows ``sigmoid_rampup``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    pseudo_label_stats,
+    register_algorithm,
+    soft_cross_entropy,
+)
+from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight
+
+
+@register_algorithm("pseudo_label")
+class PseudoLabel(Algorithm):
+    """Confident arg-max predictions of the weak view become its own hard labels."""
+
+    class Params(RampedParams):
+        threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau")
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak"})
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        u = batch.unlabeled["weak"]
+        logits_x, logits_u = self.model(torch.cat([x, u])).split([len(x), len(u)])
+
+        loss_sup = soft_cross_entropy(logits_x, targets)
+        with torch.no_grad():
+            probs = self.align(torch.softmax(full_precision(logits_u), dim=1))
+            confidence, pseudo = probs.max(dim=1)
+            mask = (confidence >= self.p.threshold).float()
+        loss_unsup = (F.cross_entropy(full_precision(logits_u), pseudo, reduction="none")
+                      * mask).mean()
+
+        weight = ramped_weight(self.p, ctx)
+        loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits_u)
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
+               "lambda_u": weight}
+        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
+        return StepOutput(loss, log)
