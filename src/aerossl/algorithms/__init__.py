@@ -1,6 +1,8 @@
 """Training methods, each a small module on the :class:`Algorithm` interface."""
 
 from aerossl.algorithms import fixmatch, supervised  # noqa: F401  (registration)
+
+from aerossl.algorithms import ccssl, flexmatch, freematch, mixmatch  # noqa: F401  # isort: skip
 from aerossl.algorithms.base import (
     Algorithm,
     AlgorithmParams,
