@@ -71,7 +71,7 @@ class MixMatch(Algorithm):
         num_augs: int = Field(2, ge=1, description="weak views K per unlabelled image")
         temperature: float = Field(0.5, gt=0, description="sharpening temperature T")
         alpha: float = Field(0.75, gt=0, description="Beta(alpha, alpha) of the MixUp lambda")
-        lambda_u: float = Field(100.0, ge=0, description="weight of the unlabelled MSE loss")
+        lambda_u: float = Field(10.0, ge=0, description="weight of the unlabelled MSE loss")
         rampup: float = Field(
             0.015625, ge=0, le=1,
             description="fraction of training over which lambda_u ramps up linearly (1/64)",
