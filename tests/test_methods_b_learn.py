@@ -24,13 +24,14 @@ def train_rows(result) -> list[dict]:
     return [m for m in read_metrics(result.run_dir) if m["split"] == "train"]
 
 
-# chance is 0.2 (five classes, 4 labels each); the bounds sit well below what seed 0 reaches
-# (mixmatch 0.92, flexmatch 0.75, freematch 0.68, ccssl 0.7 at 150/150/150/100 steps)
+# chance is 0.2 (five classes, 4 labels each). Measured on seeds 0/1 at these step counts:
+# mixmatch 0.83/0.78, flexmatch 0.75, freematch 0.68/0.64, ccssl 0.76 (150 steps)/0.47 (100
+# steps, seed 1); fixmatch's test in test_engine asks for 0.4.
 @pytest.mark.parametrize(("algorithm", "steps", "min_acc", "params"), [
-    ("mixmatch", 150, 0.5, {}),
+    ("mixmatch", 100, 0.5, {}),
     ("flexmatch", 150, 0.5, {}),
     ("freematch", 150, 0.45, {}),
-    ("ccssl", 100, 0.45, {"threshold": 0.8}),
+    ("ccssl", 100, 0.4, {"threshold": 0.8}),
 ])
 def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, algorithm: str,
                                       steps: int, min_acc: float, params: dict) -> None:
