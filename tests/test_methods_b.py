@@ -310,3 +310,15 @@ def test_freematch_fairness_loss_by_hand() -> None:
     assert math.isclose(out.item(), expected, rel_tol=1e-5)
     assert fairness_loss(torch.tensor(logits), torch.zeros(3), torch.tensor(p_model),
                          torch.tensor(label_hist)).item() == 0.0
+
+
+def test_mixmatch_label_guessing_leaves_batch_norm_statistics_unchanged() -> None:
+    from aerossl.algorithms.mixmatch import frozen_bn_stats
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad(), frozen_bn_stats(net):
+        net(torch.rand(4, 3, 5, 5) + 3)
+        assert not torch.equal(net[1].running_mean, before["1.running_mean"])
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key

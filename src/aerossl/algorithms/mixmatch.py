@@ -8,15 +8,19 @@ labelled and unlabelled view with a shuffled copy of the whole set:
     X', U' = MixUp(X, U) with targets mixed by the same lam' and permutation
     loss = CE(X', y') + lambda_u * ramp(t) * mean((softmax(U') - q')^2)
 
-The mixed batch is forwarded in chunks after the reference code's interleaving, so every
-chunk batch norm sees holds labelled and unlabelled images.
+The guessing pass leaves batch norm's running statistics as they were; the mixed batch is
+forwarded in chunks after the reference code's interleaving, so every chunk batch norm sees
+holds labelled and unlabelled images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from aerossl.algorithms.base import (
     Algorithm,
@@ -63,6 +67,20 @@ def interleave(chunks: list[Tensor]) -> list[Tensor]:
     return [torch.cat(p) for p in parts]
 
 
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` (batch norm still normalising by batch statistics in training mode) and
+    restore every batch norm's running statistics afterwards, as the reference code does for
+    the label-guessing pass."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    try:
+        yield
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+
+
 @register_algorithm("mixmatch")
 class MixMatch(Algorithm):
     """Sharpened guesses from K weak views, MixUp over labelled + unlabelled, MSE consistency."""
@@ -95,7 +113,7 @@ class MixMatch(Algorithm):
         x = batch.labeled["weak"]
         targets = torch.nn.functional.one_hot(batch.labels, self.num_classes).float()
         u = [batch.unlabeled[f"weak{i}"] for i in range(self.p.num_augs)]
-        with torch.no_grad():
+        with torch.no_grad(), frozen_bn_stats(self.model):
             logits_u = self.model(torch.cat(u)).float().chunk(len(u))
             probs = torch.stack([torch.softmax(lg, dim=1) for lg in logits_u]).mean(0)
             guess = sharpen(self.align(probs), self.p.temperature)
