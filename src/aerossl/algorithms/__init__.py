@@ -4,6 +4,9 @@ from aerossl.algorithms import fixmatch, supervised  # noqa: F401  (registration
 
 # isort: split
 from aerossl.algorithms import mean_teacher, pi_model, pseudo_label, uda, vat  # noqa: F401
+
+# isort: split
+from aerossl.algorithms import ccssl, flexmatch, freematch, mixmatch  # noqa: F401
 from aerossl.algorithms.base import (
     Algorithm,
     AlgorithmParams,

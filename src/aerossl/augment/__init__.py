@@ -14,6 +14,7 @@ from aerossl.augment.base import (
     create_augmentation,
     register_augmentation,
 )
+from aerossl.augment.colour import ColorJitter, Grayscale
 from aerossl.augment.ops import Crop, Cutout, Flip, Rot90
 from aerossl.augment.randaugment import RANDAUGMENT_OPS, RandAugment
 
@@ -21,10 +22,12 @@ __all__ = [
     "AUGMENTATIONS",
     "RANDAUGMENT_OPS",
     "Augmentation",
+    "ColorJitter",
     "Compose",
     "Crop",
     "Cutout",
     "Flip",
+    "Grayscale",
     "Params",
     "RandAugment",
     "Rot90",

@@ -39,6 +39,10 @@ class Normalized(nn.Module):
         """Pooled features of [0, 1] images."""
         return self.backbone.forward_features(self.normalize(x))
 
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Class logits of pooled features (``forward(x) == forward_head(forward_features(x))``)."""
+        return self.backbone.forward_head(features)
+
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of [0, 1] images."""
         return self.backbone(self.normalize(x))

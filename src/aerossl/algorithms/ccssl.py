@@ -1,0 +1,109 @@
+"""CCSSL: class-aware contrastive semi-supervised learning (Yang et al., CVPR 2022), on FixMatch.
+
+Two strong views of each unlabelled image are embedded by a projection head (MLP on the
+backbone's pooled features, 64-d, L2-normalised). With the weak view's pseudo-label y_i and
+confidence c_i, the target weight of a pair of images is
+
+    W_ij = 1                  if i == j (the two views of one image, SimCLR's positive)
+    W_ij = c_i c_j            if y_i == y_j and c_i, c_j >= contrast_threshold (class positives)
+    W_ij = 0                  otherwise,
+
+and over the 2B embeddings z (temperature t), leaving each anchor's self-pair out,
+
+    L_c = mean_a [ -sum_b W_ab log softmax_b(z_a . z_b / t) / sum_b W_ab ]
+    loss = FixMatch(strong view 1) + lambda_c * L_c
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    SSLParams,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    pseudo_label_stats,
+    register_algorithm,
+    soft_cross_entropy,
+)
+
+
+def positive_weights(pseudo: Tensor, confidence: Tensor, threshold: float) -> Tensor:
+    """B×B target weights ``W`` of the class-aware contrastive loss (see the module docstring)."""
+    confident = confidence >= threshold
+    same = (pseudo[:, None] == pseudo[None, :]) & confident[:, None] & confident[None, :]
+    weights = same.float() * confidence[:, None] * confidence[None, :]
+    return weights.fill_diagonal_(1.0)
+
+
+def class_aware_contrastive_loss(z1: Tensor, z2: Tensor, weights: Tensor,
+                                 temperature: float) -> Tensor:
+    """Weighted SupCon loss over the views ``z1``, ``z2`` (B×d, L2-normalised) with image-pair
+    weights ``weights`` (B×B), the anchor's self-pair excluded."""
+    z = torch.cat([z1, z2]).float()
+    self_pair = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = (sim - torch.logsumexp(sim, dim=1, keepdim=True)).masked_fill(self_pair, 0.0)
+    w = weights.repeat(2, 2).masked_fill(self_pair, 0.0)
+    return (-(w * log_prob).sum(dim=1) / w.sum(dim=1)).mean()
+
+
+@register_algorithm("ccssl")
+class CCSSL(Algorithm):
+    """FixMatch plus a class-aware contrastive loss between two strong views."""
+
+    class Params(SSLParams):
+        threshold: float = Field(0.95, ge=0, le=1, description="FixMatch confidence threshold")
+        lambda_u: float = Field(1.0, ge=0, description="weight of the FixMatch unlabelled loss")
+        contrast_threshold: float = Field(
+            0.8, ge=0, le=1, description="confidence both images need to be class positives"
+        )
+        temperature: float = Field(0.07, gt=0, description="contrastive temperature")
+        lambda_c: float = Field(1.0, ge=0, description="weight of the contrastive loss")
+        proj_dim: int = Field(64, ge=1, description="width of the projection")
+
+    def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
+                 num_images: int = 0) -> None:
+        super().__init__(model, params, num_classes, num_images)
+        width = model.num_features
+        self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
+                                        nn.Linear(width, self.p.proj_dim))
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={"weak": "weak"},
+                        unlabeled={"weak": "weak", "strong": "strong", "contrast": "contrast"})
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        u_weak, u_s1, u_s2 = (batch.unlabeled[v] for v in ("weak", "strong", "contrast"))
+        n, m = len(x), len(u_s1)
+        with torch.no_grad():
+            logits_weak = self.model(u_weak)
+        feats = self.model.forward_features(torch.cat([x, u_s1, u_s2]))
+        logits_x, logits_s1 = self.model.forward_head(feats[: n + m]).split([n, m])
+
+        loss_sup = soft_cross_entropy(logits_x, targets)
+        probs = self.align(torch.softmax(logits_weak.float(), dim=1))
+        confidence, pseudo = probs.max(dim=1)
+        mask = (confidence >= self.p.threshold).float()
+        loss_unsup = (F.cross_entropy(logits_s1.float(), pseudo, reduction="none") * mask).mean()
+
+        z = F.normalize(self.projection(feats[n:]).float(), dim=1)
+        weights = positive_weights(pseudo, confidence, self.p.contrast_threshold)
+        loss_c = class_aware_contrastive_loss(*z.split([m, m]), weights, self.p.temperature)
+
+        loss = (loss_sup + self.p.lambda_u * loss_unsup + self.p.lambda_c * loss_c
+                + self.entropy_loss(logits_s1))
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
+               "loss/contrast": loss_c.detach(),
+               "contrast_rate": (confidence >= self.p.contrast_threshold).float().mean()}
+        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
+        return StepOutput(loss, log)

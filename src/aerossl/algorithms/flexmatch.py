@@ -1,0 +1,105 @@
+"""FlexMatch: curriculum pseudo labelling (Zhang et al., NeurIPS 2021), on FixMatch.
+
+Each unlabelled image remembers its latest prediction whose confidence passed ``tau``. The
+learning effect of class c is the number of images remembered as c, normalised (warm-up
+variant) by the largest of those counts and the number of images not yet remembered:
+
+    sigma_c = #{i : yhat_i = c},  beta_c = sigma_c / max(max_c' sigma_c', N - sum_c' sigma_c')
+    T_c = tau * M(beta_c),  M(x) = x / (2 - x)   (convex mapping)
+    loss = CE(x_weak, y) + lambda_u * mean(1[max p(u_weak) >= T_argmax] * CE(u_strong, yhat))
+
+Without warm-up the normaliser is max_c sigma_c. N counts the unlabelled images seen so far
+(an image enters the count the first time it is drawn), which after one pass over the
+unlabelled set is the unlabelled set's size, as in the reference code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    SSLParams,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    pseudo_label_stats,
+    register_algorithm,
+    soft_cross_entropy,
+)
+
+
+def learning_effect(selected: Tensor, seen: Tensor, num_classes: int, warmup: bool) -> Tensor:
+    """``beta_c`` from the per-image remembered classes (-1: none) and the seen-image mask."""
+    counts = torch.bincount(selected[selected >= 0], minlength=num_classes).float()
+    norm = counts.max()
+    if warmup:
+        norm = torch.maximum(norm, (seen & (selected < 0)).sum().float())
+    return counts / norm if norm > 0 else counts
+
+
+def convex_threshold(tau: float, beta: Tensor) -> Tensor:
+    """``tau * M(beta)`` with ``M(x) = x / (2 - x)``."""
+    return tau * beta / (2 - beta)
+
+
+@register_algorithm("flexmatch")
+class FlexMatch(Algorithm):
+    """FixMatch with class-wise thresholds that follow each class's learning status."""
+
+    class Params(SSLParams):
+        threshold: float = Field(0.95, ge=0, le=1, description="upper threshold tau")
+        lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
+        threshold_warmup: bool = Field(
+            True, description="count unused images in the normaliser (FlexMatch's warm-up)"
+        )
+
+    def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
+                 num_images: int = 0) -> None:
+        super().__init__(model, params, num_classes, num_images)
+        self.register_buffer("selected_label", torch.full((num_images,), -1, dtype=torch.long))
+        self.register_buffer("seen", torch.zeros(num_images, dtype=torch.bool))
+        self.register_buffer("class_threshold", torch.zeros(num_classes))
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
+
+    @torch.no_grad()
+    def update_thresholds(self, index: Tensor, confidence: Tensor, pseudo: Tensor) -> None:
+        """Remember confident predictions of the images ``index`` and recompute ``T_c``."""
+        self.seen[index] = True
+        confident = confidence >= self.p.threshold
+        self.selected_label[index[confident]] = pseudo[confident]
+        beta = learning_effect(self.selected_label, self.seen, self.num_classes,
+                               self.p.threshold_warmup)
+        self.class_threshold.copy_(convex_threshold(self.p.threshold, beta))
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
+        n = len(x)
+        with torch.no_grad():
+            logits_weak = self.model(u_weak)
+        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, len(u_strong)])
+
+        loss_sup = soft_cross_entropy(logits_x, targets)
+        probs = self.align(torch.softmax(logits_weak.float(), dim=1))
+        confidence, pseudo = probs.max(dim=1)
+        mask = (confidence >= self.class_threshold[pseudo]).float()
+        if self.training and batch.unlabeled_index is not None:
+            self.update_thresholds(batch.unlabeled_index, confidence, pseudo)
+        loss_unsup = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none")
+                      * mask).mean()
+
+        loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
+               "threshold/mean": self.class_threshold.mean(),
+               "threshold/min": self.class_threshold.min()}
+        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
+        return StepOutput(loss, log)

@@ -1,0 +1,136 @@
+"""MixMatch (Berthelot et al., NeurIPS 2019).
+
+Guess a label for each unlabelled image from K weak views and sharpen it, then MixUp every
+labelled and unlabelled view with a shuffled copy of the whole set:
+
+    q = Sharpen(mean_k p(u_k), T),  Sharpen(p, T)_c = p_c^(1/T) / sum_j p_j^(1/T)
+    lam ~ Beta(alpha, alpha),  lam' = max(lam, 1 - lam)   (each mixed row stays closest to itself)
+    X', U' = MixUp(X, U) with targets mixed by the same lam' and permutation
+    loss = CE(X', y') + lambda_u * ramp(t) * mean((softmax(U') - q')^2)
+
+The guessing pass leaves batch norm's running statistics as they were; the mixed batch is
+forwarded in chunks after the reference code's interleaving, so every chunk batch norm sees
+holds labelled and unlabelled images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    SSLParams,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    pseudo_label_stats,
+    register_algorithm,
+    soft_cross_entropy,
+)
+
+
+def sharpen(probs: Tensor, temperature: float) -> Tensor:
+    """``p^(1/T)`` renormalised per row."""
+    p = probs.pow(1.0 / temperature)
+    return p / p.sum(dim=1, keepdim=True)
+
+
+def mixup(x: Tensor, targets: Tensor, alpha: float) -> tuple[Tensor, Tensor, float]:
+    """MixMatch's MixUp: ``lam' = max(lam, 1 - lam)`` with ``lam ~ Beta(alpha, alpha)``; inputs
+    and targets mixed with the same ``lam'`` and permutation. Returns ``(x', targets', lam')``."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)
+    perm = torch.randperm(len(x), device=x.device)
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
+
+
+def interleave(chunks: list[Tensor]) -> list[Tensor]:
+    """Swap slices between ``k + 1`` equal-size chunks so each one holds a slice of every chunk
+    (the reference code's ``interleave``). Chunk 0 gives its slice ``i`` to chunk ``i`` and
+    takes that chunk's slice ``i``; the swap is its own inverse, so applying it to the outputs
+    restores their order."""
+    k = len(chunks) - 1
+    size = len(chunks[0])
+    groups = [size // (k + 1)] * (k + 1)
+    for i in range(size - sum(groups)):
+        groups[-i - 1] += 1
+    parts = [list(c.split(groups)) for c in chunks]
+    for i in range(1, k + 1):
+        parts[0][i], parts[i][i] = parts[i][i], parts[0][i]
+    return [torch.cat(p) for p in parts]
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` (batch norm still normalising by batch statistics in training mode) and
+    restore every batch norm's running statistics afterwards, as the reference code does for
+    the label-guessing pass."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    try:
+        yield
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+
+
+@register_algorithm("mixmatch")
+class MixMatch(Algorithm):
+    """Sharpened guesses from K weak views, MixUp over labelled + unlabelled, MSE consistency."""
+
+    class Params(SSLParams):
+        num_augs: int = Field(2, ge=1, description="weak views K per unlabelled image")
+        temperature: float = Field(0.5, gt=0, description="sharpening temperature T")
+        alpha: float = Field(0.75, gt=0, description="Beta(alpha, alpha) of the MixUp lambda")
+        lambda_u: float = Field(10.0, ge=0, description="weight of the unlabelled MSE loss")
+        rampup: float = Field(
+            0.015625, ge=0, le=1,
+            description="fraction of training over which lambda_u ramps up linearly (1/64)",
+        )
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        k = params.num_augs  # type: ignore[attr-defined]
+        return ViewSpec(labeled={"weak": "weak"},
+                        unlabeled={f"weak{i}": "weak" for i in range(k)})
+
+    def forward_interleaved(self, x: Tensor, chunk: int) -> Tensor:
+        """Logits of ``x`` forwarded in interleaved chunks of ``chunk`` rows."""
+        chunks = list(x.split(chunk))
+        if len(chunks) == 1 or len(chunks[-1]) != chunk:
+            return self.model(x)
+        logits = [self.model(c) for c in interleave(chunks)]
+        return torch.cat(interleave(logits))
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x = batch.labeled["weak"]
+        targets = torch.nn.functional.one_hot(batch.labels, self.num_classes).float()
+        u = [batch.unlabeled[f"weak{i}"] for i in range(self.p.num_augs)]
+        with torch.no_grad(), frozen_bn_stats(self.model):
+            logits_u = self.model(torch.cat(u)).float().chunk(len(u))
+            probs = torch.stack([torch.softmax(lg, dim=1) for lg in logits_u]).mean(0)
+            guess = sharpen(self.align(probs), self.p.temperature)
+
+        n = len(x)
+        mixed_x, mixed_t, lam = mixup(torch.cat([x, *u]),
+                                      torch.cat([targets, *[guess] * len(u)]), self.p.alpha)
+        logits = self.forward_interleaved(mixed_x, n)
+        loss_sup = soft_cross_entropy(logits[:n], mixed_t[:n])
+        loss_unsup = ((torch.softmax(logits[n:].float(), dim=1) - mixed_t[n:]) ** 2).mean()
+        length = self.p.rampup * ctx.total_steps
+        ramp = min(1.0, ctx.step / length) if length > 0 else 1.0
+        weight = self.p.lambda_u * ramp
+
+        loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits[n:])
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
+               "lambda_u": weight, "mix_lambda": lam}
+        pseudo = guess.argmax(dim=1)
+        log.update(pseudo_label_stats(pseudo, torch.ones_like(pseudo), batch.unlabeled_true))
+        return StepOutput(loss, log)
