@@ -22,13 +22,14 @@ from aerossl.algorithms.multilabel_fixmatch import (
 )
 from aerossl.cli import main
 from aerossl.config import config_from_dict
+from aerossl.data import demo_dataset_path, read_image
 from aerossl.data.multilabel import (
     MultiLabelDataset,
     demo_multilabel_manifest,
     multilabel_split,
     read_manifest,
 )
-from aerossl.engine.trainer import Trainer
+from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import ConfigError, DataError
 from aerossl.tasks import average_precision, get_task, multilabel_metrics
 
@@ -339,7 +340,8 @@ def test_multilabel_training_learns_and_reports_map(
     assert "final macro mAP" in report and "Per-label average precision" in report
 
 
-def test_multilabel_run_resumes_exactly_and_reevaluates(
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_multilabel_run_resumes_exactly_and_reevaluates_predicts_exports(
     five_class_manifest: Path, tmp_path: Path
 ) -> None:
     cfg = config_from_dict({**_config(five_class_manifest, tmp_path, "multilabel_fixmatch",
@@ -351,6 +353,23 @@ def test_multilabel_run_resumes_exactly_and_reevaluates(
     assert resumed.final_acc == full.final_acc and resumed.metrics == full.metrics
     again = aerossl.evaluate(full.run_dir)
     assert again["task"] == "multilabel" and again["map_macro"] == pytest.approx(full.final_acc)
+
+    # predict and export give independent sigmoid probabilities per label
+    network, info = load_run_network(full.run_dir)
+    beach = sorted((demo_dataset_path() / "beach").iterdir())[:3]
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([read_image(p, 32) for p in beach])).float() / 255
+        expected = torch.sigmoid(network(x))
+    res = aerossl.predict_paths(full.run_dir, beach, tmp_path / "pred.csv", top_k=2,
+                                progress=False)
+    with res.output_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["top1_prob"]) for r in rows] == pytest.approx(
+        expected.max(dim=1).values.tolist(), abs=1e-5)
+    assert [r["top1_class"] for r in rows] == [info["classes"][i] for i in expected.argmax(1)]
+    exported = torch.jit.load(str(aerossl.export_run(full.run_dir, "torchscript")))
+    images = torch.from_numpy(np.stack([read_image(p, 32) for p in beach]))
+    assert torch.allclose(exported(images), expected, atol=1e-5)
 
 
 def test_shipped_multilabel_config_runs_from_the_package(
