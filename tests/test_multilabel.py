@@ -21,7 +21,7 @@ from aerossl.algorithms.multilabel_fixmatch import (
     multilabel_pseudo_labels,
 )
 from aerossl.cli import main
-from aerossl.config import config_from_dict
+from aerossl.config import DataConfig, config_from_dict
 from aerossl.data import demo_dataset_path, read_image
 from aerossl.data.multilabel import (
     MultiLabelDataset,
@@ -29,6 +29,7 @@ from aerossl.data.multilabel import (
     multilabel_split,
     read_manifest,
 )
+from aerossl.engine.data import load_data
 from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import ConfigError, DataError
 from aerossl.tasks import average_precision, get_task, multilabel_metrics
@@ -272,6 +273,41 @@ def test_split_gives_every_class_its_labelled_positives() -> None:
         multilabel_split(labels, classes, 0.5, labels_per_class=30, seed=0)
 
 
+def test_data_config_forms_and_the_recorded_root(tmp_path: Path) -> None:
+    for i, name in enumerate(["forest", "forest", "river", "river"]):
+        write_image(tmp_path / "data" / "imgs" / f"{name}{i}.png", seed=i)
+    _write_manifest(tmp_path / "data" / "imgs" / "labels.csv", [
+        ("forest0.png", "forest;vegetation"), ("forest1.png", "forest;vegetation"),
+        ("river2.png", "river;water;vegetation"), ("river3.png", "river;water")])
+    data = {"root": str(tmp_path / "data" / "imgs"), "manifest": "labels.csv", "image_size": 16,
+            "labels_per_class": 1}
+    cfg = config_from_dict({"output_dir": str(tmp_path / "runs"), "data": data,
+                            "algorithm": {"name": "supervised"}, "report": []})
+    trainer = Trainer(cfg)
+    bundle = trainer.data
+    assert bundle.task.name == "multilabel" and bundle.labels.dtype == torch.float32
+    assert bundle.labels.shape == (4, 4) and bundle.classes == ["forest", "river",
+                                                                "vegetation", "water"]
+    # the run records the manifest itself as its root, so resume reads the same data
+    assert trainer.cfg.data.root == str((tmp_path / "data" / "imgs" / "labels.csv").resolve())
+    assert trainer.cfg.data.manifest is None
+    summary = json.loads((trainer.run_dir / "split" / "summary.json").read_text())
+    assert sum(v["labeled"] for v in summary["per_class"].values()) >= 4  # positives per label
+
+    one_label = {**data, "manifest": None, "root": str(tmp_path / "data" / "single.csv"),
+                 "task": "multiclass"}
+    _write_manifest(tmp_path / "data" / "single.csv", [("imgs/forest0.png", "forest"),
+                                              ("imgs/river2.png", "river;water")])
+    with pytest.raises(DataError, match=r"single\.csv:3: 'river2\.png' has 2 labels \(river;"
+                                        r"water\); a multiclass .* set data\.task: multilabel"):
+        load_data(DataConfig(**one_label), seed=0)
+    folder = load_data(DataConfig(root=str(tmp_path / "data"), image_size=16, task="multilabel",
+                                  labels_per_class=1, test_fraction=0.25), seed=0)
+    assert folder.labels.tolist() == [[1.0]] * 4  # one class folder 'imgs': one label each
+    with pytest.raises(ConfigError, match="num_labeled applies to multilabel"):
+        load_data(DataConfig(root=str(tmp_path), num_labeled=3), seed=0)
+
+
 # ------------------------------------------------------------------ training end to end
 
 
@@ -376,6 +412,9 @@ def test_shipped_multilabel_config_runs_from_the_package(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert "demo_multilabel" in aerossl.shipped_configs()
+    baseline = aerossl.load_config(aerossl.find_config("demo_multilabel"),
+                                   ["algorithm.name=supervised"])  # as its comment says
+    assert baseline.data.resolved_task() == "multilabel"
     code = main(["train", "demo_multilabel", f"output_dir={tmp_path}", "train.steps=4",
                  "train.eval_every=4", "train.batch_size=8", "train.mu=1", "train.progress=false",
                  "model.widths=[8,16,16]", "report=[]", "train.tensorboard=false"])

@@ -55,10 +55,12 @@ class MultiLabelDataset(FolderDataset):
 
     ``labels`` is a ``uint8`` multi-hot matrix ``(N, C)`` over ``classes``; ``files`` are POSIX
     paths relative to ``root`` (the deepest folder holding every image); ``source`` is the
-    manifest the dataset was read from (None when built from lists).
+    manifest the dataset was read from (None when built from lists) and ``lines`` the manifest
+    line of each image.
     """
 
     source: Path | None = None
+    lines: list[int] | None = None
 
     @classmethod
     def from_label_lists(
@@ -148,6 +150,7 @@ def read_manifest(manifest: str | Path) -> MultiLabelDataset:
     base = manifest.parent
     paths: list[str] = []
     label_lists: list[list[str]] = []
+    lines: list[int] = []
     first: dict[str, tuple[int, list[str]]] = {}
     missing: list[str] = []
     for lineno, raw_path, raw_labels in _read_rows(manifest):
@@ -176,6 +179,7 @@ def read_manifest(manifest: str | Path) -> MultiLabelDataset:
         first[path] = (lineno, names)
         paths.append(path)
         label_lists.append(names)
+        lines.append(lineno)
     if missing:
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise DataError(f"{len(missing)} images listed in {manifest} do not exist; fix the "
@@ -183,7 +187,9 @@ def read_manifest(manifest: str | Path) -> MultiLabelDataset:
                         + "\n  ".join(missing[:10]) + more)
     root = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
     files = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
-    return MultiLabelDataset.from_label_lists(root, files, label_lists, source=manifest)
+    dataset = MultiLabelDataset.from_label_lists(root, files, label_lists, source=manifest)
+    dataset.lines = lines
+    return dataset
 
 
 def multilabel_split(
@@ -280,9 +286,12 @@ def as_multiclass(dataset: MultiLabelDataset) -> FolderDataset:
     if len(bad):
         i = int(bad[0])
         names = ";".join(c for c, v in zip(dataset.classes, dataset.labels[i], strict=True) if v)
-        raise DataError(f"{dataset.source or dataset.root}: '{dataset.files[i]}' has "
-                        f"{int(counts[i])} labels ({names}) and {len(bad) - 1} more images have "
-                        "not exactly one; a multiclass task needs one label per image - set "
+        where = dataset.source or dataset.root
+        if dataset.lines is not None:
+            where = f"{where}:{dataset.lines[i]}"
+        more = f" ({len(bad) - 1} more images have not exactly one)" if len(bad) > 1 else ""
+        raise DataError(f"{where}: '{dataset.files[i]}' has {int(counts[i])} labels ({names})"
+                        f"{more}; a multiclass task needs one label per image - set "
                         "data.task: multilabel")
     return FolderDataset(root=dataset.root, files=dataset.files,
                          labels=dataset.labels.argmax(axis=1).astype(np.int64),

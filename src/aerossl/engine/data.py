@@ -91,12 +91,12 @@ class DataBundle:
 
 def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> DataBundle:
     """Scan, split and cache a dataset; with ``split_dir`` reuse a run's saved split files."""
-    dataset, source = read_dataset(cfg)
     task = get_task(cfg.resolved_task())
     multilabel = task.name == "multilabel"
     if cfg.num_labeled is not None and not multilabel:
         raise ConfigError("data.num_labeled applies to multilabel data; for one class per "
                           "image use data.labels_per_class")
+    dataset, source = read_dataset(cfg)
     from_files = multilabel_split_from_files if multilabel else split_from_files
     split_seed = seed if cfg.split_seed is None else cfg.split_seed
     if split_dir is not None:
