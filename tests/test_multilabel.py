@@ -288,9 +288,9 @@ def test_data_config_forms_and_the_recorded_root(tmp_path: Path) -> None:
     assert bundle.task.name == "multilabel" and bundle.labels.dtype == torch.float32
     assert bundle.labels.shape == (4, 4) and bundle.classes == ["forest", "river",
                                                                 "vegetation", "water"]
-    # the run records the manifest itself as its root, so resume reads the same data
-    assert trainer.cfg.data.root == str((tmp_path / "data" / "imgs" / "labels.csv").resolve())
-    assert trainer.cfg.data.manifest is None
+    # the run records absolute paths, so resume reads the same data from anywhere
+    assert trainer.cfg.data.root == str((tmp_path / "data" / "imgs").resolve())
+    assert trainer.cfg.data.manifest == str((tmp_path / "data" / "imgs" / "labels.csv").resolve())
     summary = json.loads((trainer.run_dir / "split" / "summary.json").read_text())
     assert sum(v["labeled"] for v in summary["per_class"].values()) >= 4  # positives per label
 

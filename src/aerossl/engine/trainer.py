@@ -137,9 +137,11 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
     if cfg.data.mean is None:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
     if cfg.data.root not in ("demo", "demo_multilabel"):
-        resolved["root"] = str(data.source or data.dataset.root)
-        if cfg.data.manifest is not None:  # root is now the manifest itself
-            resolved["manifest"] = None
+        if cfg.data.manifest is not None:  # a folder and a manifest: both absolute
+            resolved["root"] = str(Path(cfg.data.root).expanduser().resolve())
+            resolved["manifest"] = str(data.source)
+        else:  # the class folder or the manifest itself
+            resolved["root"] = str(data.source or data.dataset.root)
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
 
 
