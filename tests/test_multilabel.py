@@ -421,6 +421,8 @@ def test_shipped_multilabel_config_runs_from_the_package(
     assert code == 0
     out = capsys.readouterr().out
     assert "test map_macro" in out and "map_micro" in out
+    assert main(["evaluate", str(tmp_path / "demo_multilabel")]) == 0
+    assert "macro mAP" in capsys.readouterr().out
     summary = json.loads((tmp_path / "demo_multilabel" / "summary.json").read_text())
     assert summary["metric"] == "map_macro" and len(summary["classes"]) == 27
     assert "vegetation" in summary["classes"] and summary["num_labeled"] >= 4 * 21 // 2
