@@ -43,6 +43,7 @@ class Batch:
 
     ``unlabeled_true`` holds the hidden labels of the unlabelled images where the benchmark knows
     them. It exists for logging pseudo-label accuracy only and must never enter a loss.
+    Labels are class indices ``(B,)``, or float multi-hot ``(B, C)`` for a multi-label task.
     """
 
     labeled: dict[str, Tensor]

@@ -524,7 +524,8 @@ def _mean_window(window: dict[str, list]) -> dict[str, float]:
 
 
 def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str]) -> None:
-    """Write eval.json: accuracy, per-class accuracy and the confusion matrix."""
+    """Write eval.json: accuracy, per-class accuracy and the confusion matrix (multi-label:
+    macro/micro mAP and F1, exact match, per-class AP, F1 and positives)."""
     data = {"step": step, **result.to_dict(), "classes": classes}
     with writing(run_dir / "eval.json"):
         (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
