@@ -209,7 +209,7 @@ def test_manifest_reads_paths_labels_and_classes(tmp_path: Path) -> None:
     ds = read_manifest(manifest)
     assert isinstance(ds, MultiLabelDataset)
     assert ds.classes == ["forest", "river", "urban"]
-    assert ds.root == tmp_path  # the deepest folder holding every image
+    assert ds.root == tmp_path  # the deepest folder holding the manifest and every image
     assert ds.files == ["imgs/a.png", "imgs/sub/b.png", "imgs/c.jpg", "other/d.png"]
     assert ds.labels.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1], [0, 0, 1]]
     assert ds.source == manifest.resolve()
@@ -294,11 +294,18 @@ def test_data_config_forms_and_the_recorded_root(tmp_path: Path) -> None:
     summary = json.loads((trainer.run_dir / "split" / "summary.json").read_text())
     assert sum(v["labeled"] for v in summary["per_class"].values()) >= 4  # positives per label
 
+    names = tmp_path / "labeled.txt"
+    names.write_text("forest1.png\nriver3.png\n")  # named as in the manifest
+    named = load_data(DataConfig(root=str(tmp_path / "data" / "imgs" / "labels.csv"),
+                                 image_size=16, labeled_names_file=str(names)), seed=0)
+    assert [named.dataset.files[i] for i in named.split.labeled] == ["forest1.png", "river3.png"]
+    assert len(named.split.test) == 2 and not set(named.split.test) & set(named.split.labeled)
+
     one_label = {**data, "manifest": None, "root": str(tmp_path / "data" / "single.csv"),
                  "task": "multiclass"}
     _write_manifest(tmp_path / "data" / "single.csv", [("imgs/forest0.png", "forest"),
                                               ("imgs/river2.png", "river;water")])
-    with pytest.raises(DataError, match=r"single\.csv:3: 'river2\.png' has 2 labels \(river;"
+    with pytest.raises(DataError, match=r"single\.csv:3: 'imgs/river2\.png' has 2 labels \(river;"
                                         r"water\); a multiclass .* set data\.task: multilabel"):
         load_data(DataConfig(**one_label), seed=0)
     folder = load_data(DataConfig(root=str(tmp_path / "data"), image_size=16, task="multilabel",

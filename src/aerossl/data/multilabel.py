@@ -54,7 +54,8 @@ class MultiLabelDataset(FolderDataset):
     """Images with a set of labels each.
 
     ``labels`` is a ``uint8`` multi-hot matrix ``(N, C)`` over ``classes``; ``files`` are POSIX
-    paths relative to ``root`` (the deepest folder holding every image); ``source`` is the
+    paths relative to ``root`` (for a manifest: its folder, or the deepest folder holding it and
+    every image); ``source`` is the
     manifest the dataset was read from (None when built from lists) and ``lines`` the manifest
     line of each image.
     """
@@ -185,7 +186,9 @@ def read_manifest(manifest: str | Path) -> MultiLabelDataset:
         raise DataError(f"{len(missing)} images listed in {manifest} do not exist; fix the "
                         "paths (relative to the manifest's folder) or remove the lines:\n  "
                         + "\n  ".join(missing[:10]) + more)
-    root = Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+    # the manifest's folder, or above it when images lie elsewhere: files are then named as in
+    # the manifest, which is how split files (data.labeled_names_file) name them too
+    root = Path(os.path.commonpath([str(base), *(os.path.dirname(p) for p in paths)]))
     files = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
     dataset = MultiLabelDataset.from_label_lists(root, files, label_lists, source=manifest)
     dataset.lines = lines
