@@ -68,10 +68,11 @@ configs = st.fixed_dictionaries(
                   for name in SECTIONS},
 ) | st.dictionaries(any_keys, values, max_size=4)
 
-# Methods whose views use only the default pipelines (ccssl also needs a declared "contrast").
 DEFAULT_PIPELINES = set(Config().augment)
-PLAIN_ALGORITHMS = [a for a in algorithm_names()
-                    if get_algorithm(a).pipelines(get_algorithm(a).Params()) <= DEFAULT_PIPELINES]
+# Methods that run on the default data (one class per image) with the default pipelines
+# (ccssl also needs a declared "contrast" pipeline).
+PLAIN_ALGORITHMS = [a for a in algorithm_names() if "multiclass" in get_algorithm(a).tasks
+                    and get_algorithm(a).pipelines(get_algorithm(a).Params()) <= DEFAULT_PIPELINES]
 
 # A strategy for valid configs: real values only.
 valid_configs = st.fixed_dictionaries(

@@ -90,7 +90,7 @@ def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
     network, info = load_run_network(run_dir, checkpoint, dev)
     data = load_data(cfg.data, cfg.seed, split_dir=run_dir / "split")
     result = evaluate_model(network, data.images, data.labels, data.split.test,
-                            cfg.train.eval_batch_size, dev, data.num_classes)
+                            cfg.train.eval_batch_size, dev, data.num_classes, task=data.task)
     return {"run_dir": str(run_dir), "checkpoint": checkpoint, "step": info["step"],
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 

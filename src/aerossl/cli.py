@@ -22,8 +22,11 @@ def _train(args: argparse.Namespace) -> int:
         if not args.config:
             raise AerosslError("missing CONFIG (a YAML file or a shipped config name)")
         result = api.train(args.config, args.overrides)
-    print(f"test accuracy {result.final_acc:.4f} (best {result.best_acc:.4f} at step "
+    name = "accuracy" if result.metric == "acc" else result.metric
+    print(f"test {name} {result.final_acc:.4f} (best {result.best_acc:.4f} at step "
           f"{result.best_step}) after {result.steps} steps, {result.minutes:.1f} min")
+    if result.metric != "acc":
+        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     print(f"run folder: {result.run_dir}")
     if result.report:
         print(f"report: {result.report}")
@@ -35,8 +38,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{res['run_dir']} ({args.checkpoint}.pt, step {res['step']}): test accuracy "
-              f"{res['accuracy']:.4f} on {res['num_test']} images, loss {res['loss']:.4f}")
+        scores = (f"macro mAP {res['map_macro']:.4f}, micro mAP {res['map_micro']:.4f}, "
+                  f"macro F1 {res['f1_macro']:.4f}, micro F1 {res['f1_micro']:.4f}, exact match "
+                  if res.get("task") == "multilabel" else "")
+        print(f"{res['run_dir']} ({args.checkpoint}.pt, step {res['step']}): test {scores}"
+              f"accuracy {res['accuracy']:.4f} on {res['num_test']} images, loss "
+              f"{res['loss']:.4f}")
     return 0
 
 

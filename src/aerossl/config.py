@@ -46,6 +46,31 @@ class DataConfig(_Section):
     mean: list[float] | None = Field(None, description="per-channel mean (null: from train set)")
     std: list[float] | None = Field(None, description="per-channel std (null: from train set)")
 
+    # --- multi-label scenes (aerossl.data.multilabel) ---
+    task: Literal["auto", "multiclass", "multilabel"] = Field(
+        "auto", description="multiclass (one class per image) or multilabel (a set of labels per "
+        "image, sigmoid outputs); auto: multilabel when the data is a CSV manifest"
+    )
+    manifest: str | None = Field(
+        None, description="CSV manifest 'path,labels' (labels separated by ';'), relative to "
+        "root; root may also be the CSV itself, or 'demo_multilabel'"
+    )
+    num_labeled: int | None = Field(
+        None, ge=1, description="multi-label: size of the labelled set (topped up at random "
+        "after labels_per_class positives per class)"
+    )
+
+    def is_manifest(self) -> bool:
+        """True when the images are listed in a CSV manifest."""
+        return (self.manifest is not None or self.root == "demo_multilabel"
+                or self.root.lower().endswith(".csv"))
+
+    def resolved_task(self) -> str:
+        """``task``, or for ``auto``: multilabel for a manifest, else multiclass."""
+        if self.task != "auto":
+            return self.task
+        return "multilabel" if self.is_manifest() else "multiclass"
+
 
 class ModelConfig(_Section):
     """Network architecture; extra keys are passed to the model's constructor."""
@@ -189,6 +214,13 @@ def _check_choices(cfg: Config, source: str) -> None:
             else:
                 msgs.append(f"{source}: algorithm.{key}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("\n".join(msgs)) from None
+    task = cfg.data.resolved_task()
+    if task not in algo.tasks:
+        from aerossl.algorithms import algorithm_names
+
+        fits = [n for n in algorithm_names() if task in get_algorithm(n).tasks]
+        raise ConfigError(f"{source}: algorithm '{cfg.algorithm.name}' does not support "
+                          f"{task} data (data.task / data.root); use one of: {', '.join(fits)}")
     for name, spec in cfg.augment.items():
         try:
             build_pipeline(spec)

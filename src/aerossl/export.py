@@ -41,18 +41,22 @@ OUTPUT_NAME = "probabilities"
 
 
 class RawImageClassifier(nn.Module):
-    """Raw images in, softmax probabilities out: ``softmax(network(x / 255))`` for uint8."""
+    """Raw images in, softmax probabilities out: ``softmax(network(x / 255))`` for uint8
+    (``sigmoid`` per label for a multi-label run)."""
 
-    def __init__(self, network: nn.Module, input_dtype: str = "uint8") -> None:
+    def __init__(self, network: nn.Module, input_dtype: str = "uint8",
+                 multilabel: bool = False) -> None:
         super().__init__()
         self.network = network
         self.scale_uint8 = input_dtype == "uint8"
+        self.multilabel = multilabel
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.to(torch.float32)
         if self.scale_uint8:
             x = x / 255.0
-        return torch.softmax(self.network(x), dim=1)
+        logits = self.network(x)
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
 
 def _export_onnx(model: nn.Module, example: Tensor, output: Path) -> None:
@@ -117,7 +121,8 @@ def export_run(
             raise ConfigError("ONNX export needs the onnx package: pip install aerossl[export]"
                               ) from None
     network, info = load_run_network(run_dir, checkpoint)
-    model = RawImageClassifier(network, input_dtype).eval()
+    multilabel = info.get("task") == "multilabel"
+    model = RawImageClassifier(network, input_dtype, multilabel).eval()
     size, channels = info["image_size"], info["channels"]
     if input_dtype == "uint8":
         example = torch.randint(0, 256, (2, channels, size, size), dtype=torch.uint8)
@@ -154,7 +159,10 @@ def export_run(
                   "note": "resize to image_size x image_size first (aerossl uses bicubic)"},
         "output": {"name": OUTPUT_NAME, "dtype": "float32",
                    "shape": ["batch", len(info["classes"])],
-                   "meaning": "softmax probabilities over classes (index order of 'classes')"},
+                   "meaning": ("independent sigmoid probability of each label (present when "
+                               ">= 0.5)" if multilabel else "softmax probabilities over "
+                               "classes") + " (index order of 'classes')"},
+        "task": info.get("task", "multiclass"),
         "normalization": {"mean": info["mean"], "std": info["std"],
                           "note": "applied inside the model to images in [0, 1]"},
     }

@@ -29,6 +29,7 @@ from aerossl.data.decode import TIFF_EXTENSIONS, read_image
 from aerossl.data.folder import walk_images
 from aerossl.engine.trainer import load_run_network, resolve_device
 from aerossl.errors import AerosslError, DataError
+from aerossl.tasks import get_task
 
 # GeoTIFF tags and keys (OGC GeoTIFF 1.1).
 TAG_PIXEL_SCALE = 33550
@@ -213,6 +214,7 @@ def predict_paths(
     dev = resolve_device(device)
     network, info = load_run_network(run_dir, checkpoint, dev)
     image_size, classes = info["image_size"], info["classes"]
+    task = get_task(info.get("task", "multiclass"))
     files = find_images(paths)
     if not files:
         raise DataError(f"no image files ({', '.join(map(str, paths))}) found")
@@ -250,7 +252,7 @@ def predict_paths(
                 x = torch.from_numpy(np.stack([img for _, img, _ in good]))
                 with torch.inference_mode():
                     logits = network(x.to(dev).float().div_(255.0)).float()
-                probs = torch.softmax(logits, dim=1).cpu()
+                probs = task.probs(logits).cpu()  # multi-label: independent sigmoids
                 top_p, top_i = probs.topk(k, dim=1)
                 for (p, _, geo), tp, ti in zip(good, top_p.tolist(), top_i.tolist(),
                                                strict=True):

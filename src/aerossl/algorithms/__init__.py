@@ -25,6 +25,9 @@ from aerossl.algorithms.base import (
     soft_cross_entropy,
 )
 
+# isort: split
+from aerossl.algorithms import multilabel_fixmatch  # noqa: F401  (registration)
+
 __all__ = [
     "Algorithm",
     "AlgorithmParams",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from aerossl.errors import ConfigError
+from aerossl.tasks import Task, get_task
 
 
 class AlgorithmParams(BaseModel):
@@ -42,6 +43,7 @@ class Batch:
 
     ``unlabeled_true`` holds the hidden labels of the unlabelled images where the benchmark knows
     them. It exists for logging pseudo-label accuracy only and must never enter a loss.
+    Labels are class indices ``(B,)``, or float multi-hot ``(B, C)`` for a multi-label task.
     """
 
     labeled: dict[str, Tensor]
@@ -82,19 +84,28 @@ class Algorithm(nn.Module):
 
     ``num_images`` is the size of the whole dataset: ``Batch.unlabeled_index`` indexes into it,
     for methods that keep per-image state (FlexMatch).
+
+    ``task`` (:mod:`aerossl.tasks`) turns labels into targets and gives the supervised loss;
+    ``tasks`` lists the kinds of labels a method supports (``multiclass``, ``multilabel``).
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[AlgorithmParams]] = AlgorithmParams
+    tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
 
     def __init__(
-        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0
+        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.p = params
         self.num_classes = num_classes
         self.num_images = num_images
+        self.task = task or get_task("multiclass")
+        if self.task.name not in self.tasks:
+            raise ConfigError(f"algorithm '{self.name}' does not support {self.task.name} "
+                              f"labels (it supports: {', '.join(self.tasks)})")
         if getattr(params, "dist_align", False):
             # running mean of the model's predictions on unlabelled images (ReMixMatch's DA)
             self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
@@ -104,9 +115,10 @@ class Algorithm(nn.Module):
     def mix_labeled(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Labelled inputs and soft targets, mixed by MixUp or CutMix when ``labeled_mix`` is on.
 
-        Returns ``(x, one_hot(y))`` when it is off; train with :meth:`soft_cross_entropy`.
+        Returns ``(x, targets)`` when it is off: ``one_hot(y)`` (train with
+        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task.
         """
-        targets = torch.nn.functional.one_hot(y, self.num_classes).float()
+        targets = self.task.targets(y, self.num_classes)
         mode = getattr(self.p, "labeled_mix", "none")
         if mode == "none" or not self.training:
             return x, targets

@@ -252,7 +252,9 @@ def write_split(split: Split, dataset: FolderDataset, run_dir: str | Path) -> di
         body = "".join(dataset.files[i] + "\n" for i in idx)
         path.write_text(header + body, encoding="utf-8")
         summary["counts"][part] = int(idx.size)
-        counts = np.bincount(dataset.labels[idx], minlength=len(dataset.classes))
+        labels = dataset.labels[idx]
+        counts = (labels.sum(axis=0) if labels.ndim == 2  # multi-label: positives per class
+                  else np.bincount(labels, minlength=len(dataset.classes)))
         for name, count in zip(dataset.classes, counts, strict=True):
             summary["per_class"][name][part] = int(count)
         summary["files"][part] = str(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,17 @@ from aerossl.data import (
     split_from_files,
     stratified_split,
 )
+from aerossl.data.multilabel import (
+    as_multiclass,
+    as_multilabel,
+    demo_multilabel_manifest,
+    multilabel_split,
+    multilabel_split_from_files,
+    read_manifest,
+)
 from aerossl.data.sampler import IndexStream
+from aerossl.errors import ConfigError
+from aerossl.tasks import Task, get_task
 
 log = logging.getLogger("aerossl")
 
@@ -31,8 +41,25 @@ PRELOAD_BYTES = 4 * 2**30
 
 
 def resolve_root(root: str) -> Path:
-    """``'demo'`` names the embedded demo dataset; anything else is a folder path."""
+    """``'demo'`` names the embedded demo dataset (``'demo_multilabel'`` its multi-label
+    manifest); anything else is a folder or manifest path."""
+    if root == "demo_multilabel":
+        return demo_multilabel_manifest()
     return demo_dataset_path() if root == "demo" else Path(root).expanduser()
+
+
+def read_dataset(cfg: DataConfig) -> tuple[FolderDataset, Path]:
+    """The images and labels a data config names, in its task's form (integer classes, or a
+    multi-hot matrix for multilabel), and their source: the class folder or the manifest."""
+    root = resolve_root(cfg.root)
+    multilabel = cfg.resolved_task() == "multilabel"
+    if not cfg.is_manifest():
+        dataset = scan_folder(root)
+        return (as_multilabel(dataset) if multilabel else dataset), dataset.root
+    manifest = root / cfg.manifest if cfg.manifest else root
+    dataset = read_manifest(manifest)
+    assert dataset.source is not None
+    return (dataset if multilabel else as_multiclass(dataset)), dataset.source
 
 
 @dataclass
@@ -42,7 +69,9 @@ class DataBundle:
     dataset: FolderDataset
     split: Split
     images: torch.Tensor  # uint8 (N, C, S, S), CPU memory (or memory-mapped)
-    labels: torch.Tensor  # int64 (N,)
+    labels: torch.Tensor  # int64 (N,); multilabel: float32 multi-hot (N, num_classes)
+    task: Task = field(default_factory=lambda: get_task("multiclass"))
+    source: Path | None = None  # the class folder or the manifest the data came from
 
     @property
     def classes(self) -> list[str]:
@@ -62,20 +91,29 @@ class DataBundle:
 
 def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> DataBundle:
     """Scan, split and cache a dataset; with ``split_dir`` reuse a run's saved split files."""
-    dataset = scan_folder(resolve_root(cfg.root))
+    task = get_task(cfg.resolved_task())
+    multilabel = task.name == "multilabel"
+    if cfg.num_labeled is not None and not multilabel:
+        raise ConfigError("data.num_labeled applies to multilabel data; for one class per "
+                          "image use data.labels_per_class")
+    dataset, source = read_dataset(cfg)
+    from_files = multilabel_split_from_files if multilabel else split_from_files
     split_seed = seed if cfg.split_seed is None else cfg.split_seed
     if split_dir is not None:
-        split = split_from_files(
+        split = from_files(
             dataset, split_dir / "labeled.txt", split_dir / "test.txt", seed=split_seed
         )
     elif cfg.labeled_names_file is not None:
-        split = split_from_files(
+        split = from_files(
             dataset,
             Path(cfg.labeled_names_file),
             Path(cfg.test_names_file) if cfg.test_names_file else None,
             test_fraction=cfg.test_fraction,
             seed=split_seed,
         )
+    elif multilabel:
+        split = multilabel_split(dataset.labels, dataset.classes, cfg.test_fraction,
+                                 cfg.labels_per_class, cfg.num_labeled, split_seed)
     else:
         split = stratified_split(
             dataset.labels, dataset.classes, cfg.test_fraction, cfg.labels_per_class, split_seed
@@ -90,8 +128,8 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only memmap
             images = torch.from_numpy(cache)
-    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
-    return DataBundle(dataset, split, images, labels)
+    labels = torch.as_tensor(dataset.labels, dtype=torch.float32 if multilabel else torch.long)
+    return DataBundle(dataset, split, images, labels, task, source)
 
 
 def channel_stats(images: torch.Tensor, indices: np.ndarray, chunk: int = 512) -> tuple[list, list]:

@@ -1,39 +1,15 @@
-"""Test-split evaluation: accuracy, loss, per-class accuracy, confusion matrix."""
+"""Test-split evaluation: logits of the test images, scored by the run's task (accuracy and
+confusion matrix, or mAP and F1 for multi-label runs; see :mod:`aerossl.tasks`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from aerossl.tasks import EvalResult, Task, get_task
 
-@dataclass
-class EvalResult:
-    """Evaluation of one set of weights on one index set."""
-
-    accuracy: float
-    loss: float
-    confusion: np.ndarray  # (true, predicted) counts
-
-    @property
-    def per_class_accuracy(self) -> list[float]:
-        """Recall of each class."""
-        totals = self.confusion.sum(axis=1)
-        return [float(c / t) if t else float("nan")
-                for c, t in zip(np.diag(self.confusion), totals, strict=True)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (the format of eval.json)."""
-        return {
-            "accuracy": self.accuracy,
-            "loss": self.loss,
-            "per_class_accuracy": self.per_class_accuracy,
-            "confusion_matrix": self.confusion.tolist(),
-        }
+__all__ = ["EvalResult", "evaluate_model", "predict"]
 
 
 @torch.no_grad()
@@ -73,14 +49,12 @@ def evaluate_model(
     num_classes: int,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    task: Task | None = None,
 ) -> EvalResult:
-    """Accuracy, mean cross-entropy and confusion matrix on the images at ``indices``."""
+    """The task's metrics (default: accuracy, mean cross-entropy and confusion matrix) on the
+    images at ``indices``."""
     logits = predict(model, images, indices, batch_size, device, amp_dtype, channels_last)
     y = labels.cpu()[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
-    pred = logits.argmax(dim=1)
-    confusion = torch.bincount(y * num_classes + pred, minlength=num_classes**2)
-    return EvalResult(
-        accuracy=float((pred == y).float().mean()) if len(y) else float("nan"),
-        loss=float(F.cross_entropy(logits, y)) if len(y) else float("nan"),
-        confusion=confusion.view(num_classes, num_classes).numpy(),
-    )
+    if not len(y):
+        logits = logits.reshape(0, num_classes)
+    return (task or get_task("multiclass")).evaluate(logits, y)

@@ -36,6 +36,14 @@ DPI = 110
 NUMERIC = re.compile(r"[\d,.%]+")
 SPLITS = ("labeled", "unlabeled", "test")
 KNOWN_TRAIN_KEYS = ("lr", "mask_rate", "pseudo_acc")
+# multi-label runs: test metrics and per-entry pseudo-label statistics (multilabel_fixmatch)
+MULTILABEL_TEST_KEYS = {"map_macro": "macro mAP", "map_micro": "micro mAP",
+                        "f1_macro": "macro F1 @0.5", "f1_micro": "micro F1 @0.5",
+                        "acc": "exact match"}
+PSEUDO_LABEL_KEYS = {"mask_rate": "mask rate (accepted)", "pseudo_acc": "pseudo-label accuracy",
+                     "pos_rate": "accepted as positive", "neg_rate": "accepted as negative",
+                     "pseudo_precision_pos": "precision of positives",
+                     "pseudo_precision_neg": "precision of negatives"}
 STYLE = {
     "font.size": 9,
     "axes.grid": True,
@@ -261,17 +269,37 @@ def _plot_lr(train: dict[str, Series], path: Path) -> bool:
 
 
 def _plot_pseudo_labels(train: dict[str, Series], path: Path) -> bool:
-    """Mask rate and accuracy of accepted pseudo-labels, in %, on one plot."""
-    keys = [key for key in ("mask_rate", "pseudo_acc") if key in train]
+    """Mask rate and accuracy of accepted pseudo-labels (multi-label: also the acceptance
+    rates and precision of positives and negatives), in %, on one plot."""
+    keys = [key for key in PSEUDO_LABEL_KEYS if key in train]
     if not keys:
         return False
-    labels = {"mask_rate": "mask rate (accepted)", "pseudo_acc": "pseudo-label accuracy"}
     with _figure(path, 8, 3.2) as fig:
         ax = fig.subplots()
         for index, key in enumerate(keys):
             steps, values = train[key]
-            _plot_smoothed(ax, (steps, values * 100), labels[key], _color(index + 1))
+            _plot_smoothed(ax, (steps, values * 100), PSEUDO_LABEL_KEYS[key], _color(index + 1))
         ax.set(xlabel="step", ylabel="%", title="Pseudo-labels", ylim=(-2, 102))
+        _legend(ax)
+    return True
+
+
+def _plot_test_multilabel(test: dict[str, Series], path: Path) -> bool:
+    """Multi-label test metrics in % over steps; the best macro mAP circled."""
+    keys = [key for key in MULTILABEL_TEST_KEYS if key in test]
+    if "map_macro" not in keys:
+        return False
+    with _figure(path, 8, 3.6) as fig:
+        ax = fig.subplots()
+        for index, key in enumerate(keys):
+            steps, values = test[key]
+            ax.plot(steps, values * 100, marker="o", markersize=3, color=_color(index),
+                    label=MULTILABEL_TEST_KEYS[key], linestyle="-" if index < 2 else ":")
+        steps, values = test["map_macro"]
+        best = int(np.argmax(values))
+        ax.scatter([steps[best]], [values[best] * 100], s=60, facecolors="none",
+                   edgecolors="C3", zorder=3, label=f"best macro mAP {values[best]:.2%}")
+        ax.set(xlabel="step", ylabel="%", title="Test mAP and F1 (multi-label)")
         _legend(ax)
     return True
 
@@ -285,8 +313,11 @@ def _plot_metric(key: str, series: Series, path: Path) -> bool:
     return True
 
 
-def _plot_per_class(classes: Sequence[str], accuracy: Sequence[float], path: Path) -> bool:
-    """Horizontal bar chart of per-class accuracy in %, class order as in ``eval.json``."""
+def _plot_per_class(
+    classes: Sequence[str], accuracy: Sequence[float], path: Path, name: str = "accuracy"
+) -> bool:
+    """Horizontal bar chart of per-class accuracy (or ``name``) in %, class order as in
+    ``eval.json``."""
     values = np.array(accuracy, dtype=np.float64) * 100
     n = len(classes)
     with _figure(path, 8, max(2.0, 0.28 * n + 1.0)) as fig:
@@ -298,8 +329,8 @@ def _plot_per_class(classes: Sequence[str], accuracy: Sequence[float], path: Pat
         ax.set(
             ylim=(n - 0.5, -0.5),
             xlim=(0, 112),
-            xlabel="accuracy (%)",
-            title="Per-class test accuracy",
+            xlabel=f"{name} (%)",
+            title=f"Per-class test {name}",
         )
         ax.grid(axis="y", visible=False)
         for y, value in zip(ypos, values, strict=True):
@@ -389,11 +420,23 @@ def _text(value: Any, fmt: str = "{}") -> str:
         return str(value)
 
 
+def _is_multilabel(summary: dict[str, Any], evaluation: dict[str, Any], metrics: Metrics) -> bool:
+    """True for a multi-label run (sigmoid outputs, mAP and F1)."""
+    return ("multilabel" in (summary.get("task"), evaluation.get("task"))
+            or "map_macro" in metrics.test)
+
+
 def _header_stats(
     summary: dict[str, Any], metrics: Metrics, evaluation: dict[str, Any]
 ) -> list[list[str]]:
-    """Key numbers for the header; falls back to metrics/eval where summary lacks them."""
-    acc = metrics.test.get("acc")
+    """Key numbers for the header; falls back to metrics/eval where summary lacks them.
+
+    ``final_acc`` / ``best_acc`` of summary.json hold the run's selection metric: accuracy, or
+    macro mAP for a multi-label run (whose header also shows micro mAP and F1).
+    """
+    multilabel = _is_multilabel(summary, evaluation, metrics)
+    key, name = ("map_macro", "macro mAP") if multilabel else ("acc", "test acc")
+    acc = metrics.test.get(key)
     final_acc = summary.get("final_acc")
     best_acc, best_step = summary.get("best_acc"), summary.get("best_step")
     if acc is not None:
@@ -402,15 +445,21 @@ def _header_stats(
             best = int(np.argmax(acc[1]))
             best_acc, best_step = acc[1][best], int(acc[0][best])
     if final_acc is None:
-        final_acc = evaluation.get("accuracy")
+        final_acc = evaluation.get("map_macro" if multilabel else "accuracy")
     steps = summary.get("steps")
     if steps is None:
         last = [int(s[0][-1]) for s in (*metrics.train.values(), *metrics.test.values())]
         steps = max(last) if last else None
     best = _pct(best_acc) + (f" @ step {best_step}" if _is_number(best_step) else "")
+    extra = []
+    if multilabel:
+        final = summary.get("final_metrics") or evaluation
+        extra = [[MULTILABEL_TEST_KEYS[k], _pct(final.get(k))]
+                 for k in ("map_micro", "f1_macro", "f1_micro")]
     return [
-        ["final test acc", _pct(final_acc)],
-        ["best test acc", best],
+        [f"final {name}", _pct(final_acc)],
+        [f"best {name}", best],
+        *extra,
         ["steps", _text(steps)],
         ["minutes", _text(summary.get("minutes"), "{:.1f}")],
         ["model", _text(summary.get("model"))],
@@ -504,12 +553,17 @@ def _build_sections(run_dir: Path, plot_dir: Path) -> tuple[str, list[list[str]]
             sections.append(Section(title, plots=[path]))
 
     train, test = metrics.train, metrics.test
-    add("Test accuracy", "test_accuracy.png", lambda p: _plot_test_accuracy(test, p))
+    multilabel = _is_multilabel(summary, evaluation, metrics)
+    if multilabel:
+        add("Test mAP and F1", "test_map.png", lambda p: _plot_test_multilabel(test, p))
+    else:
+        add("Test accuracy", "test_accuracy.png", lambda p: _plot_test_accuracy(test, p))
     add("Training losses", "losses.png", lambda p: _plot_losses(train, test, p))
     add("Learning rate", "lr.png", lambda p: _plot_lr(train, p))
     add("Pseudo-labels", "pseudo_labels.png", lambda p: _plot_pseudo_labels(train, p))
 
-    others = sorted(k for k in train if not k.startswith("loss") and k not in KNOWN_TRAIN_KEYS)
+    others = sorted(k for k in train if not k.startswith("loss") and k not in KNOWN_TRAIN_KEYS
+                    and k not in PSEUDO_LABEL_KEYS)
     if others:
         section = Section("Other training metrics", small=True)
         for key in others:
@@ -518,7 +572,11 @@ def _build_sections(run_dir: Path, plot_dir: Path) -> tuple[str, list[list[str]]
                 section.plots.append(path)
         sections.append(section)
 
-    if evaluation:
+    if evaluation and multilabel:
+        section = _multilabel_section(evaluation, plot_dir / "per_class_ap.png", notes)
+        if section:
+            sections.append(section)
+    elif evaluation:
         classes, accuracy, matrix = _eval_arrays(evaluation, notes)
         step = f" (step {evaluation['step']})" if _is_number(evaluation.get("step")) else ""
         if accuracy is not None and len(accuracy):
@@ -547,6 +605,37 @@ def _build_sections(run_dir: Path, plot_dir: Path) -> tuple[str, list[list[str]]
     if notes:
         sections.insert(0, Section("Notes", notes=notes, warn=True))
     return title, stats, sections
+
+
+def _multilabel_section(
+    evaluation: dict[str, Any], path: Path, notes: list[str]
+) -> Section | None:
+    """Per-class average precision, F1 and positives of a multi-label eval.json."""
+    try:
+        ap = np.array([np.nan if v is None else v for v in evaluation.get("per_class_ap") or []],
+                      dtype=np.float64)
+        f1 = [np.nan if v is None else float(v) for v in evaluation.get("per_class_f1") or []]
+        positives = list(evaluation.get("per_class_positives") or [])
+    except (TypeError, ValueError):
+        notes.append("eval.json: per_class_ap/per_class_f1 are not numeric; skipped.")
+        return None
+    if not len(ap):
+        return None
+    classes = evaluation.get("classes")
+    if not isinstance(classes, list) or len(classes) != len(ap):
+        classes = [f"class {i}" for i in range(len(ap))]
+    classes = [str(c) for c in classes]
+    step = f" (step {evaluation['step']})" if _is_number(evaluation.get("step")) else ""
+    table = [["label", "test positives", "AP", "F1 @0.5"]]
+    for i, name in enumerate(classes):
+        table.append([name, _text(positives[i] if i < len(positives) else None),
+                      _pct(ap[i]), _pct(f1[i] if i < len(f1) else None)])
+    section = Section(f"Per-label average precision{step}", table=table)
+    section.notes.append("Macro mAP and macro F1 average over the labels with test positives; "
+                         "AP is undefined (—) for a label without any.")
+    if _plot_per_class(classes, ap, path, name="average precision"):
+        section.plots.append(path)
+    return section
 
 
 def _metric_filename(key: str, taken: Sequence[Path]) -> str:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,12 @@ log = logging.getLogger("aerossl")
 
 @dataclass
 class RunResult:
-    """What a finished run reports."""
+    """What a finished run reports.
+
+    ``final_acc`` and ``best_acc`` are the final and best test values of the selection metric
+    ``metric``: accuracy (``acc``), or macro mAP (``map_macro``) for multi-label runs, whose
+    other final test metrics (micro mAP, F1, exact match) are in ``metrics``.
+    """
 
     run_dir: Path
     final_acc: float
@@ -51,6 +56,8 @@ class RunResult:
     steps: int
     minutes: float
     report: Path | None
+    metric: str = "acc"
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
@@ -129,8 +136,12 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
     resolved: dict[str, Any] = {}
     if cfg.data.mean is None:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
-    if cfg.data.root != "demo":
-        resolved["root"] = str(data.dataset.root)
+    if cfg.data.root not in ("demo", "demo_multilabel"):
+        if cfg.data.manifest is not None:  # a folder and a manifest: both absolute
+            resolved["root"] = str(Path(cfg.data.root).expanduser().resolve())
+            resolved["manifest"] = str(data.source)
+        else:  # the class folder or the manifest itself
+            resolved["root"] = str(data.source or data.dataset.root)
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
 
 
@@ -163,7 +174,8 @@ class Trainer:
         if t.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(
-            network, params, self.data.num_classes, num_images=len(self.data.labels)
+            network, params, self.data.num_classes, num_images=len(self.data.labels),
+            task=self.data.task,
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
@@ -272,7 +284,7 @@ class Trainer:
             self.eval_network(), self.data.images, self.data.labels, self.data.split.test,
             self.cfg.train.eval_batch_size, self.device, self.data.num_classes,
             amp_dtype=self.amp_dtype if self.amp else None,
-            channels_last=self.cfg.train.channels_last,
+            channels_last=self.cfg.train.channels_last, task=self.data.task,
         )
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -382,13 +394,14 @@ class Trainer:
 
     def _eval_and_checkpoint(self) -> None:
         result = self.evaluate()
-        best = result.accuracy > self.best_acc
+        best = result.score > self.best_acc  # best_acc: best of the task's selection metric
         if best:
-            self.best_acc, self.best_step = result.accuracy, self.step
+            self.best_acc, self.best_step = result.score, self.step
         self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
-                                            "best_acc": self.best_acc})
-        log.info("step %d/%d  test acc %.4f  (best %.4f at %d)", self.step, self.cfg.train.steps,
-                 result.accuracy, self.best_acc, self.best_step)
+                                            **result.metrics, f"best_{result.metric}":
+                                            self.best_acc})
+        log.info("step %d/%d  test %s %.4f  (best %.4f at %d)", self.step, self.cfg.train.steps,
+                 result.metric, result.score, self.best_acc, self.best_step)
         self.save(best=best)
 
     def pseudo_label_errors(self, k: int = 24) -> None:
@@ -398,6 +411,8 @@ class Trainer:
         """
         from aerossl.engine.report import PSEUDO_LABEL_GRID, plot_image_grid
 
+        if self.data.task.name != "multiclass":  # the grid shows one predicted class per image
+            return
         idx = np.setdiff1d(self.data.split.unlabeled, self.data.split.labeled)
         if len(idx) == 0:
             return
@@ -436,9 +451,12 @@ class Trainer:
             "steps": self.step,
             "best_step": self.best_step,
             "best_acc": self.best_acc,
-            "final_acc": result.accuracy,
+            "final_acc": result.score,
             "minutes": self.elapsed / 60,
         }
+        if result.metric != "acc":  # final_acc / best_acc hold this metric
+            summary.update(task=self.data.task.name, metric=result.metric,
+                           final_metrics={"accuracy": result.accuracy, **result.metrics})
         with writing(self.run_dir / "summary.json"):
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.logger.close()
@@ -447,8 +465,9 @@ class Trainer:
             from aerossl.engine.report import write_report
 
             report = write_report(self.run_dir)
-        return RunResult(self.run_dir, result.accuracy, self.best_acc, self.best_step, self.step,
-                         self.elapsed / 60, report)
+        return RunResult(self.run_dir, result.score, self.best_acc, self.best_step, self.step,
+                         self.elapsed / 60, report, result.metric,
+                         {"accuracy": result.accuracy, **result.metrics})
 
 
 class _StopOnSignal:
@@ -505,7 +524,8 @@ def _mean_window(window: dict[str, list]) -> dict[str, float]:
 
 
 def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str]) -> None:
-    """Write eval.json: accuracy, per-class accuracy and the confusion matrix."""
+    """Write eval.json: accuracy, per-class accuracy and the confusion matrix (multi-label:
+    macro/micro mAP and F1, exact match, per-class AP, F1 and positives)."""
     data = {"step": step, **result.to_dict(), "classes": classes}
     with writing(run_dir / "eval.json"):
         (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
@@ -545,5 +565,6 @@ def load_run_network(
     network.to(device).eval()
     info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
             "channels": channels, "step": int(state.get("step", -1)),
-            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+            "task": cfg.data.resolved_task()}
     return network, info

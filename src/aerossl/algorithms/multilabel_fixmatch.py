@@ -1,0 +1,104 @@
+"""FixMatch for multi-label scenes: per-class positive and negative pseudo-labels.
+
+Each (image, class) entry of an unlabelled image is a binary problem. The weak view's sigmoid
+``p`` makes an entry a positive pseudo-label when ``p >= tau_pos``, a negative one when
+``p <= tau_neg``; the entries in between are ignored. The strong view is trained with binary
+cross-entropy on the accepted entries (as in FixMatch, averaged over all entries):
+
+    loss = BCE(x_weak, y) + lambda_u * mean_{i,c}(m_ic * BCE(u_strong_ic, 1[p_ic >= tau_pos]))
+    m_ic = 1[p_ic >= tau_pos or p_ic <= tau_neg],   p = sigmoid(logits(u_weak) / T)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    LabeledMixParams,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    register_algorithm,
+)
+
+
+def multilabel_pseudo_labels(
+    probs: Tensor, pos_threshold: float, neg_threshold: float
+) -> tuple[Tensor, Tensor]:
+    """Binary pseudo-labels and the float mask of accepted entries of sigmoid ``probs``."""
+    positive = probs >= pos_threshold
+    negative = probs <= neg_threshold
+    return positive.float(), (positive | negative).float()
+
+
+@torch.no_grad()
+def multilabel_pseudo_label_stats(
+    pseudo: Tensor, mask: Tensor, truth: Tensor | None
+) -> dict[str, Tensor]:
+    """Acceptance rates of positive and negative pseudo-labels (over all entries) and, with the
+    hidden labels (logging only), the precision of each and the accuracy of all accepted."""
+    accepted = mask.bool()
+    pos, neg = accepted & (pseudo > 0.5), accepted & (pseudo <= 0.5)
+    out = {"mask_rate": accepted.float().mean(), "pos_rate": pos.float().mean(),
+           "neg_rate": neg.float().mean()}
+    if truth is not None:
+        true = truth > 0.5
+        nan = torch.tensor(float("nan"))
+
+        def share(hits: Tensor, total: Tensor) -> Tensor:
+            n = total.sum()
+            return hits.sum() / n if n > 0 else nan
+
+        out["pseudo_precision_pos"] = share(pos & true, pos)
+        out["pseudo_precision_neg"] = share(neg & ~true, neg)
+        out["pseudo_acc"] = share(accepted & ((pseudo > 0.5) == true), accepted)
+    return out
+
+
+@register_algorithm("multilabel_fixmatch")
+class MultiLabelFixMatch(Algorithm):
+    """Confident per-class sigmoid pseudo-labels of weak views train strong views."""
+
+    tasks = ("multilabel",)
+
+    class Params(LabeledMixParams):
+        pos_threshold: float = Field(0.7, gt=0, le=1, description="p >= this: positive label")
+        neg_threshold: float = Field(0.05, ge=0, lt=1, description="p <= this: negative label")
+        temperature: float = Field(1.0, gt=0, description="sigmoid temperature of the guesses")
+        lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
+
+        @model_validator(mode="after")
+        def _ordered(self) -> MultiLabelFixMatch.Params:
+            if self.neg_threshold >= self.pos_threshold:
+                raise ValueError(f"neg_threshold ({self.neg_threshold}) must be below "
+                                 f"pos_threshold ({self.pos_threshold})")
+            return self
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
+        with torch.no_grad():
+            logits_weak = self.model(u_weak)
+        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split(
+            [len(x), len(u_strong)])
+
+        loss_sup = self.task.loss(logits_x, targets)
+        probs = torch.sigmoid(logits_weak.float() / self.p.temperature)
+        pseudo, mask = multilabel_pseudo_labels(probs, self.p.pos_threshold, self.p.neg_threshold)
+        bce = F.binary_cross_entropy_with_logits(logits_strong.float(), pseudo, reduction="none")
+        loss_unsup = (bce * mask).mean()
+
+        loss = loss_sup + self.p.lambda_u * loss_unsup
+        log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
+        log.update(multilabel_pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
+        return StepOutput(loss, log)
