@@ -143,7 +143,8 @@ class BatchBuilder:
             if views.unlabeled
             else None
         )
-        self.generator = torch.Generator().manual_seed(seed + 7919)
+        # each rank augments its slice with its own draws (rank 0 as a single process)
+        self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         if self.images.device == self.device:
