@@ -85,7 +85,7 @@ def test_two_process_training_is_identical_across_ranks_and_resumes_exactly(
         "data": {"root": str(five_classes), "image_size": 32, "labels_per_class": 4},
         "model": {"name": "cnn", "widths": [16, 32, 64]},
         "algorithm": {"name": "fixmatch", "threshold": 0.5},
-        "train": {"steps": 6, "batch_size": 10, "mu": 2, "eval_every": 3, "log_every": 1,
+        "train": {"steps": 6, "batch_size": 10, "mu": 2, "eval_every": 3, "log_every": 2,
                   "progress": False, "tensorboard": False, "num_threads": 1, "lr": 0.05,
                   "device": "cpu"},
         "report": [],
@@ -119,7 +119,7 @@ def test_two_process_training_is_identical_across_ranks_and_resumes_exactly(
     assert [Path(p).name for p in writes[0]["writes"]].count("last.pt") == 4
     steps = [m["step"] for m in map(json.loads, (full_dir / "metrics.jsonl").read_text()
                                     .splitlines()) if m["split"] == "train"]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    assert steps == [2, 4, 6]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["full", "part"]
 
     # the stopped run resumes under 2 processes from the command line and ends where the

@@ -233,8 +233,10 @@ class Trainer:
         distributed.barrier()
 
     def _rank_state(self) -> dict[str, Any]:
-        """This rank's own randomness: augmentation generator, stream positions, torch RNG."""
-        state = {"batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state()}
+        """This rank's own randomness (augmentation generator, stream positions, torch RNG) and
+        the values it logged since the last log row."""
+        state = {"batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "window": {k: [float(v) for v in vals] for k, vals in self.window.items()}}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -283,7 +285,8 @@ class Trainer:
         self.best_acc, self.best_step = float(state["best_acc"]), int(state["best_step"])
         self.elapsed = float(state["elapsed"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self.window = defaultdict(list, {k: list(v) for k, v in state["window"].items()})
+        window = own.get("window", state["window"])
+        self.window = defaultdict(list, {k: list(v) for k, v in window.items()})
 
     def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """This rank's saved randomness; when the number of ranks changed since the checkpoint,
