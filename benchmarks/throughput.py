@@ -376,9 +376,13 @@ def main() -> None:
         def model_bound_step(joint: bool = False) -> None:
             algo = trainer.algorithm
             algo.train()
-            algo.p = algo.p.model_copy(update={"joint_batch": joint})
-            with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=trainer.amp):
-                out = algo.training_step(fixed, ctx)
+            params = algo.p
+            algo.p = params.model_copy(update={"joint_batch": joint})
+            try:
+                with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=trainer.amp):
+                    out = algo.training_step(fixed, ctx)
+            finally:
+                algo.p = params  # the configured layout for the other pipelines
             trainer.optimizer.zero_grad(set_to_none=True)
             trainer.scaler.scale(out.loss).backward()
             trainer.scaler.step(trainer.optimizer)
