@@ -191,8 +191,7 @@ def main() -> None:
   decoding thread(s)); resident memory {rss_before / 1024:.0f} MiB before, **peak
   {build_peak / 1024:.0f} MiB** during the build: decoded pixels are appended to the file chunk by
   chunk and never held in memory; what grows with the number of images is the file list only
-  (the cache itself is {cache_bytes / 2**20:.0f} MiB; with 2,000 images the peak was 1 MiB over the
-  baseline)
+  (the cache itself is {cache_bytes / 2**20:.0f} MiB)
 
 ## Training
 
