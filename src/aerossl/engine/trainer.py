@@ -159,6 +159,9 @@ class Trainer:
         self.is_main = self.rank == 0
         if t.sync_bn and self.world_size > 1 and self.device.type != "cuda":
             raise ConfigError("train.sync_bn: synchronised batch norm needs CUDA devices")
+        if t.batch_size % self.world_size:
+            raise ConfigError(f"train.batch_size: {t.batch_size} is the global batch and must "
+                              f"divide by the {self.world_size} processes")
         self.run_dir = distributed.broadcast_object(
             Path(run_dir) if run_dir is not None else new_run_dir(cfg))
         RunLock(self.run_dir).check()
