@@ -22,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
         if not args.config:
             raise AerosslError("missing CONFIG (a YAML file or a shipped config name)")
         result = api.train(args.config, args.overrides)
+    from aerossl.engine import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 reports
+        return 0
     name = "accuracy" if result.metric == "acc" else result.metric
     print(f"test {name} {result.final_acc:.4f} (best {result.best_acc:.4f} at step "
           f"{result.best_step}) after {result.steps} steps, {result.minutes:.1f} min")
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        from aerossl.engine import distributed
+
+        distributed.shutdown()  # leave the process group a torchrun-launched command joined
 
 
 if __name__ == "__main__":

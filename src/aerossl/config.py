@@ -108,6 +108,10 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(None, ge=1, description="CPU threads (null: torch default)")
     amp: bool | None = Field(None, description="mixed precision (null: on for CUDA, off on CPU)")
     channels_last: bool = Field(True, description="channels_last memory format")
+    compile: bool = Field(False, description="torch.compile the network (first steps are slow)")
+    sync_bn: bool = Field(
+        False, description="synchronised batch norm across ranks under torchrun (CUDA only)"
+    )
     progress: bool = Field(True, description="show a progress bar")
     tensorboard: bool = Field(True, description="also write TensorBoard logs")
     on_nonfinite: Literal["stop", "skip"] = Field(

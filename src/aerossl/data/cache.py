@@ -31,6 +31,7 @@ CACHE_FORMAT_VERSION = 1
 """Bump when the decoding or the file layout changes, to invalidate old caches."""
 
 _MAX_REPORTED_ERRORS = 10
+_REPORT_EVERY_S = 10.0  # log decoding progress this often (the bar shows only on a terminal)
 _FILE_MODE = 0o644  # mkstemp makes 0600 files; let a shared cache folder be read by others
 
 
@@ -195,7 +196,8 @@ def _build(
     key: str,
     num_workers: int | None,
 ) -> None:
-    """Decode all images into a temp memmap, then atomically publish data and metadata."""
+    """Decode all images chunk by chunk into a temp file, then atomically publish data and
+    metadata."""
     n, channels, image_size, _ = shape
     nbytes = int(np.prod(shape, dtype=np.int64))
     free = shutil.disk_usage(cache_dir).free
@@ -229,8 +231,12 @@ def _build(
             return str(exc)
 
     try:
-        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+        # chunks are appended with write(), not through a writable memmap: the decoded images
+        # go to the page cache, never into this process's memory, so memory stays bounded by
+        # one chunk whatever the dataset size
+        next_report = time.perf_counter() + _REPORT_EVERY_S
         with (
+            open(tmp, "wb") as fh,
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aerossl-decode") as pool,
             tqdm(
                 total=n,
@@ -240,16 +246,25 @@ def _build(
                 leave=False,
             ) as bar,
         ):
+            block = np.empty((chunk, channels, image_size, image_size), dtype=np.uint8)
             for lo in range(0, n, chunk):
                 hi = min(n, lo + chunk)
                 for i, result in zip(range(lo, hi), pool.map(work, range(lo, hi)), strict=True):
                     if isinstance(result, str):
                         errors.append(result)
                     else:
-                        out[i] = result
+                        block[i - lo] = result
                 if not errors:
-                    digest.update(memoryview(out[lo:hi]).cast("B"))
+                    view = memoryview(block[: hi - lo]).cast("B")
+                    fh.write(view)
+                    digest.update(view)
                 bar.update(hi - lo)
+                if time.perf_counter() >= next_report and hi < n:
+                    next_report += _REPORT_EVERY_S
+                    elapsed = time.perf_counter() - start
+                    logger.info("decoded %d of %d images (%.0f/s)", hi, n, hi / elapsed)
+            fh.flush()
+            os.fsync(fh.fileno())
         if errors:
             shown = "\n  ".join(errors[:_MAX_REPORTED_ERRORS])
             more = len(errors) - _MAX_REPORTED_ERRORS
@@ -258,8 +273,6 @@ def _build(
                 f"{len(errors)} of {n} images under {dataset.root} cannot be decoded; "
                 f"fix or remove them and run again:\n  {shown}{tail}"
             )
-        out.flush()
-        del out
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, data_path)
     except BaseException:

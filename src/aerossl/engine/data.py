@@ -123,13 +123,22 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
         verify=cfg.verify_cache,
     )
     if cache.nbytes <= PRELOAD_BYTES:
-        images = torch.from_numpy(np.array(cache))
+        images = torch.from_numpy(_read_into_memory(cache))
     else:  # stays memory-mapped: batches are read from disk (page cache) as they are drawn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only memmap
             images = torch.from_numpy(cache)
     labels = torch.as_tensor(dataset.labels, dtype=torch.float32 if multilabel else torch.long)
     return DataBundle(dataset, split, images, labels, task, source)
+
+
+def _read_into_memory(cache: np.ndarray) -> np.ndarray:
+    """A private in-memory copy of the cache, read from its file when it is memory-mapped
+    (copying from the map would also count the mapped pages: twice the memory at the peak)."""
+    filename = getattr(cache, "filename", None)
+    if filename is None:
+        return np.array(cache)
+    return np.fromfile(filename, dtype=cache.dtype, count=cache.size).reshape(cache.shape)
 
 
 def channel_stats(images: torch.Tensor, indices: np.ndarray, chunk: int = 512) -> tuple[list, list]:
@@ -181,7 +190,8 @@ class BatchBuilder:
             if views.unlabeled
             else None
         )
-        self.generator = torch.Generator().manual_seed(seed + 7919)
+        # each rank augments its slice with its own draws (rank 0 as a single process)
+        self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         if self.images.device == self.device:

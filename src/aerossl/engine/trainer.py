@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from aerossl.algorithms.base import Batch, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
+from aerossl.engine import distributed
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
 from aerossl.engine.ema import EMA
@@ -150,27 +152,47 @@ class Trainer:
 
     Only one process trains in a run folder: :meth:`fit` holds ``run_dir/.lock`` (see
     :mod:`aerossl.engine.lock`), and a Trainer is refused a folder another process holds.
+
+    Launched by ``torchrun`` the Trainer trains data-parallel (see
+    :mod:`aerossl.engine.distributed`): every rank takes its slice of each global batch, the
+    algorithm's whole step runs inside one DistributedDataParallel forward, and rank 0 alone
+    evaluates and writes the run folder.
     """
 
     def __init__(self, cfg: Config, run_dir: Path | None = None, resume: bool = False) -> None:
         self.resume = resume
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        RunLock(self.run_dir).check()
         t = cfg.train
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        self.device = resolve_device(t.device)
+        self.device = distributed.local_device(resolve_device(t.device))
+        distributed.init(self.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        if t.sync_bn and self.world_size > 1 and self.device.type != "cuda":
+            raise ConfigError("train.sync_bn: synchronised batch norm needs CUDA devices")
+        if t.batch_size % self.world_size:
+            raise ConfigError(f"train.batch_size: {t.batch_size} is the global batch and must "
+                              f"divide by the {self.world_size} processes")
+        self.run_dir = distributed.broadcast_object(
+            Path(run_dir) if run_dir is not None else new_run_dir(cfg))
+        RunLock(self.run_dir).check()
         self.amp = (self.device.type == "cuda") if t.amp is None else t.amp
         torch.manual_seed(cfg.seed)
 
         split_dir = self.run_dir / "split" if resume else None
+        if not self.is_main:  # rank 0 builds the image cache first; the others then map it
+            distributed.barrier()
         self.data: DataBundle = load_data(cfg.data, cfg.seed, split_dir)
+        if self.is_main:
+            distributed.barrier()
         self.cfg = cfg = resolve_data_config(cfg, self.data)
 
         algo_cls = get_algorithm(cfg.algorithm.name)
         params = algo_cls.Params(**cfg.algorithm_params())
         self.views = algo_cls.views(params)
         network = build_network(cfg, self.data.num_classes, self.data.channels)
+        if t.sync_bn and self.world_size > 1:
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
         if t.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(
@@ -178,6 +200,11 @@ class Trainer:
             task=self.data.task,
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
+        if t.compile:
+            network.compile()  # in place: state_dict keys (checkpoints) are unchanged
+        self.ddp = distributed.wrap(self.algorithm, self.device)
+        if self.rank:  # per-rank randomness of the algorithm (MixUp draws, dropout)
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
         amp_dtype = torch.bfloat16
         if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -189,7 +216,7 @@ class Trainer:
         pipelines = {name: build_pipeline(cfg.augment[name]) for name in self.views.pipelines()}
         self.batches = BatchBuilder(
             self.data, self.views, pipelines, t.batch_size, t.batch_size * t.mu, cfg.seed,
-            self.device, t.channels_last,
+            self.device, t.channels_last, self.rank, self.world_size,
         )
         self.step = 0
         self.window: dict[str, list] = defaultdict(list)  # values logged since the last log row
@@ -212,14 +239,29 @@ class Trainer:
             self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", self.device))
             log.info("resuming %s at step %d of %d", self.run_dir, self.step, self.cfg.train.steps)
             return
-        with writing(self.run_dir):
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
-            summary = write_split(self.data.split, self.data.dataset, self.run_dir)
-            (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.is_main:
+            with writing(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_config(self.cfg, self.run_dir / "config.yaml")
+                summary = write_split(self.data.split, self.data.dataset, self.run_dir)
+                (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
+        distributed.barrier()
+
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's own randomness (augmentation generator, stream positions, torch RNG) and
+        the values it logged since the last log row."""
+        state = {"batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "window": {k: [float(v) for v in vals] for k, vals in self.window.items()}}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the run is."""
+        """Everything needed to continue exactly where the run is.
+
+        Under DDP this gathers every rank's randomness (a collective call: every rank calls it);
+        the weights, optimiser and buffers are the same on all ranks and stored once.
+        """
         state = {
             "step": self.step,
             "algorithm": self.algorithm.state_dict(),
@@ -238,6 +280,8 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.world_size > 1:
+            state["rank_states"] = distributed.gather_objects(self._rank_state())
         return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -248,14 +292,33 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.batches.load_state_dict(state["batches"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        own = self._own_rank_state(state)
+        self.batches.load_state_dict(own["batches"])
+        torch.set_rng_state(own["torch_rng"])
+        if "cuda_rng" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda_rng"], self.device)
         self.best_acc, self.best_step = float(state["best_acc"]), int(state["best_step"])
         self.elapsed = float(state["elapsed"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self.window = defaultdict(list, {k: list(v) for k, v in state["window"].items()})
+        window = own.get("window", state["window"])
+        self.window = defaultdict(list, {k: list(v) for k, v in window.items()})
+
+    def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's saved randomness; when the number of ranks changed since the checkpoint,
+        rank 0's (data order is global, so it continues exactly) with fresh per-rank seeds."""
+        ranks = state.get("rank_states") or [state]
+        if len(ranks) == self.world_size:
+            return ranks[self.rank]
+        if self.is_main:
+            log.warning("resuming a %d-process run with %d processes: data order continues "
+                        "exactly, augmentation randomness does not", len(ranks), self.world_size)
+        own = dict(ranks[0])
+        if self.rank:
+            reseed = torch.Generator().manual_seed(self.cfg.seed + 7919 * self.rank + self.step)
+            own["batches"] = {**own["batches"], "generator": reseed.get_state()}
+            own["torch_rng"] = torch.Generator().manual_seed(
+                self.cfg.seed + 1_000_003 * self.rank + self.step).get_state()
+        return own
 
     def eval_network(self) -> nn.Module:
         """The weights that are evaluated: the EMA copy when EMA is on."""
@@ -267,7 +330,10 @@ class Trainer:
         best.pt goes first: last.pt records ``best_step``, so a run killed between the two
         writes resumes from the previous last.pt and re-evaluates (and rewrites) that best.
         """
+        distributed.sync_buffers(self.algorithm, self.ema)
         state = self.state_dict()
+        if not self.is_main:
+            return
         if best:
             save_checkpoint(
                 {"step": self.step, "eval_model": state["eval_model"], "acc": self.best_acc,
@@ -292,9 +358,10 @@ class Trainer:
         batch = self.batches.next()
         t1 = time.perf_counter()
         self.algorithm.train()
+        step = self.ddp if self.ddp is not None else self.algorithm.training_step
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.algorithm.training_step(batch, ctx)
-        if not torch.isfinite(out.loss):
+            out = step(batch, ctx)
+        if distributed.any_rank(not bool(torch.isfinite(out.loss)), self.device):
             self._on_nonfinite(batch, out, ctx)
             values = {"loss": out.loss.detach(), **out.log}
             return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1}
@@ -324,13 +391,14 @@ class Trainer:
             log.warning("non-finite loss at step %d %s; update skipped (%d so far)", step, terms,
                         self.skipped_steps)
             return
-        self.logger.log(step, "diverged", {"loss": float(out.loss.detach()), **terms,
-                                           **batch_statistics(batch)})
+        if self.logger is not None:
+            self.logger.log(step, "diverged", {"loss": float(out.loss.detach()), **terms,
+                                               **batch_statistics(batch)})
         last = self.checkpoint_dir / "last.pt"
         saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
         raise AerosslError(
             f"non-finite loss at step {step}: {terms}; the batch's statistics are logged to "
-            f"{self.logger.path} (split 'diverged'); {saved}. Lower train.lr, or set "
+            f"{self.run_dir / 'metrics.jsonl'} (split 'diverged'); {saved}. Lower train.lr, or set "
             f"train.on_nonfinite=skip to skip such steps"
         )
 
@@ -341,12 +409,14 @@ class Trainer:
         and return None. The run folder's lock is held throughout (CheckpointError if another
         process holds it).
         """
-        with RunLock(self.run_dir):
-            self.logger = MetricLogger(self.run_dir, self.cfg.train.tensorboard, self.step)
+        with RunLock(self.run_dir) if self.is_main else nullcontext():
+            self.logger = (MetricLogger(self.run_dir, self.cfg.train.tensorboard, self.step)
+                           if self.is_main else None)
             try:
                 return self._fit(until)
             finally:
-                self.logger.close()
+                if self.logger is not None:
+                    self.logger.close()
 
     def _fit(self, until: int | None) -> RunResult | None:
         t = self.cfg.train
@@ -354,18 +424,18 @@ class Trainer:
         window = self.window
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.steps, initial=self.step, disable=not t.progress, desc=self.cfg.name,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (t.progress and self.is_main),
+                   desc=self.cfg.name, dynamic_ncols=True, leave=False)
         last_time = time.perf_counter()
         with _StopOnSignal() as stop_signal:
             while self.step < stop:
-                if stop_signal.received:
+                if distributed.any_rank(stop_signal.received is not None, self.device):
+                    signame = stop_signal.received or "a signal to another rank"
                     bar.close()
                     self.save()
                     log.warning("stopped by %s at step %d; checkpoint written. Continue with: "
-                                "aerossl train --resume %s", stop_signal.received, self.step,
-                                self.run_dir)
-                    raise KeyboardInterrupt(stop_signal.received)
+                                "aerossl train --resume %s", signame, self.step, self.run_dir)
+                    raise KeyboardInterrupt(signame)
                 ctx = StepContext(self.step, t.steps)
                 values, times = self._train_step(ctx)
                 self.step += 1
@@ -378,10 +448,11 @@ class Trainer:
                 self.elapsed += now - last_time
                 last_time = now
                 if self.step % t.log_every == 0 or self.step == t.steps:
-                    row = _mean_window(window)
+                    row = distributed.mean_over_ranks(_mean_window(window), self.device)
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                     row["skipped_steps"] = self.skipped_steps
-                    self.logger.log(self.step, "train", row)
+                    if self.logger is not None:
+                        self.logger.log(self.step, "train", row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{max(self.best_acc, 0):.3f}")
                     window.clear()
                 if self.step % t.eval_every == 0 or self.step == t.steps:
@@ -393,15 +464,18 @@ class Trainer:
         return self.finish()
 
     def _eval_and_checkpoint(self) -> None:
-        result = self.evaluate()
-        best = result.score > self.best_acc  # best_acc: best of the task's selection metric
-        if best:
-            self.best_acc, self.best_step = result.score, self.step
-        self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
-                                            **result.metrics, f"best_{result.metric}":
-                                            self.best_acc})
-        log.info("step %d/%d  test %s %.4f  (best %.4f at %d)", self.step, self.cfg.train.steps,
-                 result.metric, result.score, self.best_acc, self.best_step)
+        best = False
+        if self.is_main:  # the other ranks hold the same weights and wait in save()
+            result = self.evaluate()
+            best = result.score > self.best_acc  # best_acc: best of the task's selection metric
+            if best:
+                self.best_acc, self.best_step = result.score, self.step
+            self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
+                                                **result.metrics, f"best_{result.metric}":
+                                                self.best_acc})
+            log.info("step %d/%d  test %s %.4f  (best %.4f at %d)", self.step,
+                     self.cfg.train.steps, result.metric, result.score, self.best_acc,
+                     self.best_step)
         self.save(best=best)
 
     def pseudo_label_errors(self, k: int = 24) -> None:
@@ -433,7 +507,11 @@ class Trainer:
             plot_image_grid(images, captions, self.run_dir / "plots" / PSEUDO_LABEL_GRID)
 
     def finish(self) -> RunResult:
-        """Final evaluation, eval.json, summary.json and the report."""
+        """Final evaluation, eval.json, summary.json and the report (by rank 0, whose result
+        every rank returns)."""
+        return distributed.broadcast_object(self._finish() if self.is_main else None)
+
+    def _finish(self) -> RunResult:
         result = self.evaluate()
         write_eval(self.run_dir, result, self.step, self.data.classes)
         if self.cfg.report:
