@@ -49,6 +49,9 @@ class Batch:
     unlabeled: dict[str, Tensor] = field(default_factory=dict)
     unlabeled_true: Tensor | None = None
     unlabeled_index: Tensor | None = None  # dataset indices of the unlabelled images (int64)
+    # encoded spatiotemporal metadata (B, meta_dim) float32, when data.metadata is set
+    labeled_meta: Tensor | None = None
+    unlabeled_meta: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -81,16 +84,19 @@ class Algorithm(nn.Module):
     averages, per-sample statistics) is kept in buffers.
 
     ``num_images`` is the size of the whole dataset: ``Batch.unlabeled_index`` indexes into it,
-    for methods that keep per-image state (FlexMatch).
+    for methods that keep per-image state (FlexMatch). ``meta_dim`` is the width of
+    ``Batch.labeled_meta``/``unlabeled_meta`` (0 without metadata), for methods that use it.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[AlgorithmParams]] = AlgorithmParams
 
     def __init__(
-        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0
+        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0,
+        meta_dim: int = 0,
     ) -> None:
         super().__init__()
+        self.meta_dim = meta_dim
         self.model = model
         self.p = params
         self.num_classes = num_classes

@@ -131,6 +131,9 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
     if cfg.data.root != "demo":
         resolved["root"] = str(data.dataset.root)
+    bands = data.bands
+    if bands is not None and bands.band_min is not None and cfg.data.band_min is None:
+        resolved["band_min"], resolved["band_max"] = list(bands.band_min), list(bands.band_max)
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
 
 
@@ -163,7 +166,8 @@ class Trainer:
         if t.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(
-            network, params, self.data.num_classes, num_images=len(self.data.labels)
+            network, params, self.data.num_classes, num_images=len(self.data.labels),
+            meta_dim=self.data.meta_dim,
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
