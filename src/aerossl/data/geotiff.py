@@ -219,7 +219,8 @@ def geotiff_location(path: str | Path) -> Location:
     lat, lon = to_wgs84(x, y, epsg, str(path))
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[0].tags.get(_TAG_DATETIME)
+        text = "" if tag is None else str(tag.value).strip()
     date: dt.date | None = None
-    if tag is not None and str(tag.value).strip():
-        date = parse_date(str(tag.value), f"{path}: TIFF tag DateTime")
+    if text:
+        date = parse_date(text, f"{path}: TIFF tag DateTime")
     return Location(lat, lon, date)
