@@ -239,6 +239,13 @@ def test_fixmatch_trains_on_13_bands_and_a_band_subset(tmp_path: Path, bands: li
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
     assert 0.0 <= result.final_acc <= 1.0
+    # prediction reads new files with the run's bands and recorded scaling
+    from aerossl.predict import predict_paths
+
+    pred = predict_paths(result.run_dir, [root / "water"], tmp_path / "pred.csv", progress=False,
+                         workers=1)
+    assert pred.num_predicted == 10 and not pred.unreadable, pred.unreadable
+    assert pred.num_georeferenced == 10  # the GeoTIFFs are located
     # a resumed run reads with the recorded scaling: the same cached images
     from aerossl.engine.trainer import Trainer, load_run_config
 

@@ -125,6 +125,19 @@ def read_scaled(path: Path, image_size: int, spec: BandSpec) -> np.ndarray:
     return scale_to_uint8(raw, spec.band_min, spec.band_max)
 
 
+def spec_for_image(
+    path: Path, bands: Sequence[str | int] | None, band_min: Sequence[float] | None,
+    band_max: Sequence[float] | None,
+) -> BandSpec:
+    """The spec to read one new image (prediction) of a multispectral run as the run read its
+    training images (same bands, same recorded value range)."""
+    count, names, _ = probe(path)
+    select = tuple(select_bands(names, count, bands, str(path)))
+    return BandSpec(count, None if names is None else tuple(names), select,
+                    None if band_min is None else tuple(band_min),
+                    None if band_max is None else tuple(band_max), str(path))
+
+
 def resolve_band_spec(
     paths: list[Path],
     train: np.ndarray,

@@ -549,5 +549,6 @@ def load_run_network(
     network.to(device).eval()
     info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
             "channels": channels, "step": int(state.get("step", -1)),
-            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+            "bands": cfg.data.bands, "band_min": cfg.data.band_min, "band_max": cfg.data.band_max}
     return network, info
