@@ -26,6 +26,7 @@ checkpointed with the algorithm.
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +87,9 @@ class Spatiotemporal(Algorithm):
         temperature: float = Field(1.0, gt=0, description="softmax temperature of the guesses")
         lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled losses")
         lambda_d: float = Field(1.0, ge=0, description="weight of the distillation loss")
-        distill: str = Field("mse", pattern="^(mse|cosine)$",
-                             description="distillation loss at the injection point: mse or cosine")
+        distill: Literal["mse", "cosine"] = Field(
+            "mse", description="distillation loss at the injection point: mse or 1 - cosine"
+        )
         meta_hidden: int = Field(64, ge=1, description="hidden width of the metadata MLP")
         selector: str = Field("fixed", description="pseudo-label selection rule (see SELECTORS)")
 

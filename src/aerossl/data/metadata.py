@@ -151,6 +151,15 @@ def _check_complete(
                    "encoding", source, len(absent), len(files), absent[0])
 
 
+def resolve_metadata_file(root: Path, path: str | Path) -> Path:
+    """An absolute metadata file path: as given when it exists (absolute or relative to the
+    working directory), else relative to the dataset root."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists():
+        p = Path(root) / p
+    return p.resolve()
+
+
 def collect_metadata(
     root: Path, files: list[str], source: str, missing: MissingPolicy = "error",
     csv_path: str | Path | None = None,
@@ -159,10 +168,7 @@ def collect_metadata(
     if source == "csv":
         if csv_path is None:
             raise DataError("data.metadata=csv needs data.metadata_file (a path,lat,lon,date CSV)")
-        csv_path = Path(csv_path).expanduser()
-        if not csv_path.is_absolute() and not csv_path.exists():
-            csv_path = root / csv_path
-        return read_metadata_csv(csv_path, files, missing)
+        return read_metadata_csv(resolve_metadata_file(root, csv_path), files, missing)
     if source not in ("bigearthnet", "geotiff"):
         raise DataError(f"unknown metadata source {source!r}: use csv, bigearthnet or geotiff")
     if source == "bigearthnet":

@@ -27,6 +27,7 @@ from aerossl.algorithms.base import Batch, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
+from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
 from aerossl.engine.ema import EMA
@@ -131,6 +132,9 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
     if cfg.data.root != "demo":
         resolved["root"] = str(data.dataset.root)
+    if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
+        resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
+                                                              cfg.data.metadata_file))
     bands = data.bands
     if bands is not None and bands.band_min is not None and cfg.data.band_min is None:
         resolved["band_min"], resolved["band_max"] = list(bands.band_min), list(bands.band_max)
