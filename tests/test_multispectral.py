@@ -253,3 +253,18 @@ def test_fixmatch_trains_on_13_bands_and_a_band_subset(tmp_path: Path, bands: li
     assert again.data.bands == BandSpec(13, tuple(SENTINEL2_BANDS),
                                         again.data.bands.select, tuple(saved["band_min"]),
                                         tuple(saved["band_max"]), again.data.bands.reference)
+
+
+def test_8_bit_gray_and_rgba_tiffs_stay_on_the_rgb_reader(tmp_path: Path) -> None:
+    import tifffile
+
+    gray = tmp_path / "gray.tif"
+    tifffile.imwrite(gray, np.full((8, 8), 7, dtype=np.uint8))
+    rgba = tmp_path / "rgba.tif"
+    tifffile.imwrite(rgba, np.full((8, 8, 4), 9, dtype=np.uint8), photometric="rgb")
+    for path in (gray, rgba):
+        assert resolve_band_spec([path], np.array([0]), 8) is None
+    named = write_geotiff(tmp_path / "named.tif", np.ones((4, 8, 8), np.uint8),
+                          names=["B02", "B03", "B04", "B08"])
+    spec = resolve_band_spec([named], np.array([0]), 8)
+    assert spec is not None and spec.channels == 4 and spec.band_min is None

@@ -150,11 +150,13 @@ def resolve_band_spec(
     band_max: Sequence[float] | None = None,
 ) -> BandSpec | None:
     """The band layout of a dataset from its first image, and the value scaling (fitted on the
-    ``train`` images for ``scaling=percentile``). None for plain 8-bit RGB data with no band
-    selection: it is read by the RGB reader as before."""
+    ``train`` images for ``scaling=percentile``). None for 8-bit gray/RGB/RGBA data without
+    band descriptions and no band selection: it is read by the RGB reader as before."""
     first = paths[0]
     count, names, eight_bit = probe(first)
-    plain_rgb = count == 3 and eight_bit and not first.is_dir() and names == list(RGB_BANDS)
+    # 8-bit gray, RGB or RGBA files without band descriptions: the RGB reader, as before
+    plain_rgb = (eight_bit and not first.is_dir() and count in (1, 3, 4)
+                 and names in (None, list(RGB_BANDS)))
     if bands is None and band_min is None and plain_rgb:
         return None
     select = tuple(select_bands(names, count, bands, str(first)))
