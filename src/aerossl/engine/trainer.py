@@ -169,9 +169,10 @@ class Trainer:
         network = build_network(cfg, self.data.num_classes, self.data.channels)
         if t.channels_last:
             network = network.to(memory_format=torch.channels_last)
+        # meta_dim only with metadata, so algorithms whose __init__ predates it still construct
+        meta = {"meta_dim": self.data.meta_dim} if self.data.meta_dim else {}
         self.algorithm: Algorithm = algo_cls(
-            network, params, self.data.num_classes, num_images=len(self.data.labels),
-            meta_dim=self.data.meta_dim,
+            network, params, self.data.num_classes, num_images=len(self.data.labels), **meta
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         self.optimizer, self.scheduler = build_optimizer(self.algorithm, cfg)
