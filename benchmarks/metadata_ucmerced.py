@@ -13,7 +13,8 @@ uses the shipped ``ucmerced_fixmatch`` config, the teacher ``ucmerced_metadata``
 the teacher's pseudo-label accuracy and mask rate vs FixMatch's, and the image-only student's
 test accuracy vs FixMatch's.
 
-    python benchmarks/metadata_ucmerced.py --data /work/shared/data/ucmerced --steps 2000
+    python benchmarks/metadata_ucmerced.py --data /work/shared/data/ucmerced --steps 1500 \
+        --seeds 0 1 --overrides "model.widths=[16,32,64,128]"
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="UC Merced folder of class folders")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--meta-seed", type=int, default=0, help="seed of the synthetic metadata")
     p.add_argument("--output-dir", default="runs/bench-metadata")
     p.add_argument("--out", default="benchmarks/results/metadata_ucmerced.md")
@@ -134,52 +135,62 @@ def main() -> None:
     bayes = bayes_accuracy(meta, ds.labels, k)
     print(f"metadata-only Bayes accuracy: {bayes:.3f} (chance {1 / k:.3f})", flush=True)
 
-    jobs = [run(f"fixmatch-s{args.seed}", "ucmerced_fixmatch", args, []),
-            run(f"metadata-s{args.seed}", "ucmerced_metadata", args,
-                [f"data.metadata_file={csv_path}"])]
-    procs = []
-    for name, cmd in jobs:
-        if cmd:
-            log = open(out_dir / f"{name}.log", "w")  # noqa: SIM115
-            print(f"[{time.strftime('%H:%M:%S')}] start {name}: {' '.join(cmd[2:])}", flush=True)
-            procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
-    for name, proc, log in procs:
-        proc.wait()
-        log.close()
-        print(f"[{time.strftime('%H:%M:%S')}] done {name} (exit {proc.returncode})", flush=True)
-        if proc.returncode:
-            raise SystemExit(f"{name} failed; see {log.name}")
-
-    fm_dir, st_dir = out_dir / f"fixmatch-s{args.seed}", out_dir / f"metadata-s{args.seed}"
-    fm, st = (json.loads((d / "summary.json").read_text()) for d in (fm_dir, st_dir))
-    fm_rows, st_rows = train_rows(fm_dir), train_rows(st_dir)
-    table = ["| | FixMatch | metadata teacher / student |", "|---|---|---|"]
+    for seed in args.seeds:
+        args.seed = seed
+        jobs = [run(f"fixmatch-s{seed}", "ucmerced_fixmatch", args, []),
+                run(f"metadata-s{seed}", "ucmerced_metadata", args,
+                    [f"data.metadata_file={csv_path}"])]
+        procs = []
+        for name, cmd in jobs:
+            if cmd:
+                log = open(out_dir / f"{name}.log", "w")  # noqa: SIM115
+                print(f"[{time.strftime('%H:%M:%S')}] start {name}: {' '.join(cmd[2:])}",
+                      flush=True)
+                procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                              log))
+        for name, proc, log in procs:
+            proc.wait()
+            log.close()
+            print(f"[{time.strftime('%H:%M:%S')}] done {name} (exit {proc.returncode})",
+                  flush=True)
+            if proc.returncode:
+                raise SystemExit(f"{name} failed; see {log.name}")
 
     def pct(v: float) -> str:
         return "" if not math.isfinite(v) else f"{100 * v:.1f}"
 
-    for label, key in (("accepted pseudo-label accuracy, last 25% of steps", "pseudo_acc"),
-                       ("all guesses' accuracy, last 25% of steps", "pseudo_acc_all"),
-                       ("mask rate, last 25% of steps", "mask_rate")):
-        table.append(f"| {label} | {pct(late_mean(fm_rows, key))} | "
-                     f"{pct(late_mean(st_rows, key))} |")
-    for label, key in (("accepted pseudo-label accuracy, whole run", "pseudo_acc"),
-                       ("mask rate, whole run", "mask_rate")):
-        table.append(f"| {label} | {pct(whole_mean(fm_rows, key))} | "
-                     f"{pct(whole_mean(st_rows, key))} |")
-    table += [f"| test accuracy (final, EMA; student for the teacher method) | "
-              f"{pct(fm['final_acc'])} | {pct(st['final_acc'])} |",
-              f"| best test accuracy during training | {pct(fm['best_acc'])} | "
-              f"{pct(st['best_acc'])} |",
-              f"| minutes | {fm['minutes']:.1f} | {st['minutes']:.1f} |"]
+    table = ["| method | seed | final acc | best acc | accepted PL acc (last 25%) | "
+             "all guesses' acc (last 25%) | mask rate (last 25%) | accepted PL acc (run) | "
+             "mask rate (run) | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    final: dict[str, list[float]] = {"fixmatch": [], "metadata": []}
+    accepted: dict[str, list[float]] = {"fixmatch": [], "metadata": []}
+    diffs = []
+    for seed in args.seeds:
+        for method, label in (("fixmatch", "FixMatch"), ("metadata", "metadata teacher")):
+            d = out_dir / f"{method}-s{seed}"
+            summary = json.loads((d / "summary.json").read_text())
+            rows = train_rows(d)
+            final[method].append(summary["final_acc"])
+            accepted[method].append(late_mean(rows, "pseudo_acc"))
+            table.append(
+                f"| {label} | {seed} | {pct(summary['final_acc'])} | {pct(summary['best_acc'])} "
+                f"| {pct(late_mean(rows, 'pseudo_acc'))} | {pct(late_mean(rows, 'pseudo_acc_all'))}"
+                f" | {pct(late_mean(rows, 'mask_rate'))} | {pct(whole_mean(rows, 'pseudo_acc'))} "
+                f"| {pct(whole_mean(rows, 'mask_rate'))} | {summary['minutes']:.1f} |")
+        diffs.append(final["metadata"][-1] - final["fixmatch"][-1])
+
+    def mean(v: list[float]) -> float:
+        return sum(v) / len(v)
+
+    seeds = " ".join(map(str, args.seeds))
     lines = [
         "# UC Merced with synthetic metadata: FixMatch vs the spatiotemporal metadata teacher",
         "",
         f"- date: {dt.date.today().isoformat()}; torch {torch.__version__}, Python "
-        f"{platform.python_version()}, {os.cpu_count()} cores shared, 1 thread per run, "
-        "both runs at once",
+        f"{platform.python_version()}, {os.cpu_count()} cores shared with other jobs, 1 thread "
+        "per run, the two runs of a seed at once",
         f"- data: {args.data} ({len(ds)} images, {k} classes), 50/50 stratified split per class, "
-        f"4 labelled images per class, split seed {args.seed}",
+        f"4 labelled images per class; split and labels drawn from the seed (seeds {seeds})",
         f"- synthetic metadata (seed {args.meta_seed}): {REGIONS} regions, each class in "
         f"{REGIONS_PER_CLASS} of them (regions shared between classes), location noise "
         f"{LOCATION_SD} deg, a season per class with {SEASON_SD:.0f} days of noise, years "
@@ -191,17 +202,19 @@ def main() -> None:
         "threshold 0.95, lambda_u 1, lambda_d 1 (MSE), simple encoding",
         f"- command: `python benchmarks/metadata_ucmerced.py {' '.join(sys.argv[1:])}`",
         "",
-        "Pseudo-label values are the training logs' (the hidden labels are used for logging "
-        "only). For the teacher method they are the teacher's (image + metadata) pseudo-labels, "
-        "which train both networks; the evaluated model is the image-only student (EMA).",
+        "Accuracy is the test accuracy (%) at the end (final) and the best evaluation during "
+        "training (optimistic), of the EMA weights; for the teacher method that is the "
+        "image-only student. PL = pseudo-label: FixMatch's own, or the teacher's (image + "
+        "metadata) pseudo-labels, which train both networks. The hidden labels are used for "
+        "these logs only.",
         "",
         *table,
         "",
-        f"- student minus FixMatch, final test accuracy: "
-        f"**{100 * (st['final_acc'] - fm['final_acc']):+.1f} points** (one seed)",
-        f"- teacher minus FixMatch, accepted pseudo-label accuracy (last 25%): "
-        f"**{100 * (late_mean(st_rows, 'pseudo_acc') - late_mean(fm_rows, 'pseudo_acc')):+.1f}"
-        " points**",
+        f"- mean final test accuracy: FixMatch **{pct(mean(final['fixmatch']))}%**, image-only "
+        f"student **{pct(mean(final['metadata']))}%** (student minus FixMatch per seed: "
+        f"{', '.join(f'{100 * d:+.1f}' for d in diffs)} points)",
+        f"- mean accepted pseudo-label accuracy over the last 25% of steps: FixMatch "
+        f"**{pct(mean(accepted['fixmatch']))}%**, teacher **{pct(mean(accepted['metadata']))}%**",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
