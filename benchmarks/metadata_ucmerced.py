@@ -201,7 +201,8 @@ def main() -> None:
         "",
         f"- date: {dt.date.today().isoformat()}; torch {torch.__version__}, Python "
         f"{platform.python_version()}, {os.cpu_count()} cores shared with other jobs, 1 thread "
-        "per run, the two runs of a seed at once",
+        "per run, several runs at once (minutes are wall-clock on a busy machine: not "
+        "comparable between rows)",
         f"- data: {args.data} ({len(ds)} images, {k} classes), 50/50 stratified split per class, "
         f"4 labelled images per class; split and labels drawn from the seed (seeds {seeds})",
         f"- synthetic metadata (seed {args.meta_seed}): {REGIONS} regions, each class in "
