@@ -45,6 +45,42 @@ class DataConfig(_Section):
     )
     mean: list[float] | None = Field(None, description="per-channel mean (null: from train set)")
     std: list[float] | None = Field(None, description="per-channel std (null: from train set)")
+    # multispectral input (see data/geotiff.py and the README section "Multispectral and metadata")
+    bands: list[str | int] | None = Field(
+        None, description="bands to use, by name (B04, from the GeoTIFF band descriptions or the "
+        "Sentinel-2 names for 13 bands) or 0-based index, in this order (null: all bands)"
+    )
+    scaling: Literal["percentile", "fixed"] = Field(
+        "percentile", description="how non-8-bit values (e.g. uint16 reflectance) become the "
+        "cached uint8 levels: per-band [p_low, p_high] percentiles of training images, or "
+        "[0, max_value] for every band"
+    )
+    scale_percentiles: tuple[float, float] = Field(
+        (1.0, 99.0), description="percentiles mapped to 0 and 255 by scaling=percentile"
+    )
+    max_value: float = Field(10000.0, gt=0, description="value mapped to 255 by scaling=fixed")
+    band_min: list[float] | None = Field(
+        None, description="per-band value mapped to 0 (null: from scaling; recorded in the run)"
+    )
+    band_max: list[float] | None = Field(
+        None, description="per-band value mapped to 255 (null: from scaling; recorded in the run)"
+    )
+    # spatiotemporal metadata (see data/metadata.py)
+    metadata: Literal["none", "csv", "bigearthnet", "geotiff"] = Field(
+        "none", description="where each image's latitude, longitude and date come from"
+    )
+    metadata_file: str | None = Field(
+        None, description="CSV with the header path,lat,lon,date (for metadata=csv; relative "
+        "paths are tried from the working directory, then the dataset root)"
+    )
+    metadata_encoding: Literal["simple", "multiscale"] = Field(
+        "simple", description="simple: [lat/90, lon/180, sin, cos of day of year]; multiscale: "
+        "sinusoids of lat/lon at 4 scales and of the date at 2"
+    )
+    missing_metadata: Literal["error", "fill"] = Field(
+        "error", description="an image without metadata (or a row for no image): error, or "
+        "fill with the average encoding (rows for no image ignored)"
+    )
 
     # --- multi-label scenes (aerossl.data.multilabel) ---
     task: Literal["auto", "multiclass", "multilabel"] = Field(
@@ -237,6 +273,15 @@ def _check_choices(cfg: Config, source: str) -> None:
                           f"{sorted(missing)}; declare them under 'augment'")
     if (cfg.data.mean is None) != (cfg.data.std is None):
         raise ConfigError(f"{source}: data.mean and data.std must be given together")
+    if (cfg.data.band_min is None) != (cfg.data.band_max is None):
+        raise ConfigError(f"{source}: data.band_min and data.band_max must be given together")
+    lo, hi = cfg.data.scale_percentiles
+    if not 0 <= lo < hi <= 100:
+        raise ConfigError(f"{source}: data.scale_percentiles must satisfy 0 <= low < high <= 100 "
+                          f"(got {[lo, hi]})")
+    if cfg.data.metadata == "csv" and not cfg.data.metadata_file:
+        raise ConfigError(f"{source}: data.metadata=csv needs data.metadata_file "
+                          "(a CSV with the header path,lat,lon,date)")
 
 
 def parse_value(text: str) -> Any:

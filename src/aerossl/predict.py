@@ -27,6 +27,7 @@ import torch
 
 from aerossl.data.decode import TIFF_EXTENSIONS, read_image
 from aerossl.data.folder import walk_images
+from aerossl.data.multispectral import spec_for_image
 from aerossl.engine.trainer import load_run_network, resolve_device
 from aerossl.errors import AerosslError, DataError
 from aerossl.tasks import get_task
@@ -173,10 +174,15 @@ def to_lat_lon(x: float, y: float, epsg: int) -> tuple[float, float] | None:
 # ----------------------------------------------------------------------------- predict
 
 
-def _decode(path: Path, image_size: int, geo: bool
+def _decode(path: Path, image_size: int, geo: bool, info: dict[str, Any] | None = None
             ) -> tuple[np.ndarray | None, tuple[float, float, int] | None, str]:
     try:
-        img = read_image(path, image_size)
+        spec = None
+        if info is not None and (info["channels"] != 3 or info.get("bands") is not None
+                                 or info.get("band_min") is not None):
+            spec = spec_for_image(path, info.get("bands"), info.get("band_min"),
+                                  info.get("band_max"))  # multispectral run
+        img = read_image(path, image_size, 3 if spec is None else info["channels"], spec)
     except Exception as exc:  # DataError mostly; never fatal for the whole run
         return None, None, str(exc)
     return img, geotiff_center(path) if geo else None, ""
@@ -238,7 +244,7 @@ def predict_paths(
         out.writerow(header)
 
         def submit(chunk: list[Path]) -> list[Future]:
-            return [pool.submit(_decode, p, image_size, True) for p in chunk]
+            return [pool.submit(_decode, p, image_size, True, info) for p in chunk]
 
         pending = submit(chunks[0])
         for n, chunk in enumerate(chunks):

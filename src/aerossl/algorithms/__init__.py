@@ -1,5 +1,6 @@
 """Training methods, each a small module on the :class:`Algorithm` interface."""
 
+import aerossl.algorithms.spatiotemporal  # noqa: F401  (registration)
 from aerossl.algorithms import fixmatch, supervised  # noqa: F401  (registration)
 
 # isort: split

@@ -51,6 +51,9 @@ class Batch:
     unlabeled: dict[str, Tensor] = field(default_factory=dict)
     unlabeled_true: Tensor | None = None
     unlabeled_index: Tensor | None = None  # dataset indices of the unlabelled images (int64)
+    # encoded spatiotemporal metadata (B, meta_dim) float32, when data.metadata is set
+    labeled_meta: Tensor | None = None
+    unlabeled_meta: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class Algorithm(nn.Module):
     averages, per-sample statistics) is kept in buffers.
 
     ``num_images`` is the size of the whole dataset: ``Batch.unlabeled_index`` indexes into it,
-    for methods that keep per-image state (FlexMatch).
+    for methods that keep per-image state (FlexMatch). ``meta_dim`` is the width of
+    ``Batch.labeled_meta``/``unlabeled_meta`` (0 without metadata), for methods that use it.
 
     ``task`` (:mod:`aerossl.tasks`) turns labels into targets and gives the supervised loss;
     ``tasks`` lists the kinds of labels a method supports (``multiclass``, ``multilabel``).
@@ -94,11 +98,18 @@ class Algorithm(nn.Module):
     tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
 
     def __init__(
-        self, model: nn.Module, params: AlgorithmParams, num_classes: int, num_images: int = 0,
+        self,
+        model: nn.Module,
+        params: AlgorithmParams,
+        num_classes: int,
+        *,
+        num_images: int = 0,
         task: Task | None = None,
+        meta_dim: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
+        self.meta_dim = meta_dim
         self.p = params
         self.num_classes = num_classes
         self.num_images = num_images

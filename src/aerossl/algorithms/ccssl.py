@@ -16,6 +16,8 @@ and over the 2B embeddings z (temperature t), leaving each anchor's self-pair ou
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -70,8 +72,8 @@ class CCSSL(Algorithm):
         proj_dim: int = Field(64, ge=1, description="width of the projection")
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
-                 num_images: int = 0) -> None:
-        super().__init__(model, params, num_classes, num_images)
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
         width = model.num_features
         self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
                                         nn.Linear(width, self.p.proj_dim))

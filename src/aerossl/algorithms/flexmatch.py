@@ -15,6 +15,8 @@ unlabelled set is the unlabelled set's size, as in the reference code.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -60,10 +62,10 @@ class FlexMatch(Algorithm):
         )
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
-                 num_images: int = 0) -> None:
-        super().__init__(model, params, num_classes, num_images)
-        self.register_buffer("selected_label", torch.full((num_images,), -1, dtype=torch.long))
-        self.register_buffer("seen", torch.zeros(num_images, dtype=torch.bool))
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
+        self.register_buffer("selected_label", torch.full((self.num_images,), -1, dtype=torch.long))
+        self.register_buffer("seen", torch.zeros(self.num_images, dtype=torch.bool))
         self.register_buffer("class_threshold", torch.zeros(num_classes))
 
     @classmethod

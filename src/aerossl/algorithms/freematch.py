@@ -16,6 +16,8 @@ histogram h̄): L_f = -H(SumNorm(p~ / h~), SumNorm(p̄ / h̄)), as in the refere
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -69,8 +71,8 @@ class FreeMatch(Algorithm):
         )
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
-                 num_images: int = 0) -> None:
-        super().__init__(model, params, num_classes, num_images)
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
         self.register_buffer("global_threshold", torch.tensor(1.0 / num_classes))
         self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
         self.register_buffer("label_hist", torch.full((num_classes,), 1.0 / num_classes))

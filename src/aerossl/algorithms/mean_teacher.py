@@ -16,6 +16,7 @@ which the engine keeps its own EMA when ``train.ema`` is on.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -43,8 +44,8 @@ class MeanTeacher(Algorithm):
         ema_decay: float = Field(0.999, ge=0, lt=1, description="teacher EMA decay")
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
-                 num_images: int = 0) -> None:
-        super().__init__(model, params, num_classes, num_images)
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
         self.teacher = copy.deepcopy(model)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from aerossl.data import decode
 from aerossl.data.folder import FolderDataset
+from aerossl.data.multispectral import BandSpec
 from aerossl.errors import DataError
 
 logger = logging.getLogger("aerossl")
@@ -55,8 +56,11 @@ def file_list_hash(files: list[str]) -> str:
     return hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()
 
 
-def cache_key(dataset: FolderDataset, image_size: int, channels: int = 3) -> str:
-    """sha256 over format version, root, files (with size and mtime), image size, channels."""
+def cache_key(
+    dataset: FolderDataset, image_size: int, channels: int = 3, spec: BandSpec | None = None
+) -> str:
+    """sha256 over format version, root, files (with size and mtime), image size, channels
+    and the band spec (bands and value scaling of multi-band images)."""
     stats = []
     for rel in dataset.files:
         try:
@@ -66,7 +70,7 @@ def cache_key(dataset: FolderDataset, image_size: int, channels: int = 3) -> str
                 f"{dataset.root / rel}: cannot stat image ({exc}); it was removed or is "
                 "unreadable since the folder was scanned - rescan the dataset"
             ) from exc
-        stats.append([rel, st.st_size, st.st_mtime_ns])
+        stats.append([rel, st.st_size, st.st_mtime_ns, *_patch_stats(dataset.root / rel)])
     payload = {
         "version": CACHE_FORMAT_VERSION,
         "resample": "pillow-bicubic",
@@ -75,8 +79,17 @@ def cache_key(dataset: FolderDataset, image_size: int, channels: int = 3) -> str
         "image_size": int(image_size),
         "channels": int(channels),
     }
+    if spec is not None:
+        payload["bands"] = spec.cache_key()
     blob = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def _patch_stats(path: Path) -> list:
+    """Size and mtime of the band files of a patch folder (its own mtime misses edits)."""
+    if not path.is_dir():
+        return []
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(path.iterdir())]
 
 
 def load_or_build_cache(
@@ -85,6 +98,7 @@ def load_or_build_cache(
     cache_dir: Path | None = None,
     *,
     channels: int = 3,
+    spec: BandSpec | None = None,
     num_workers: int | None = None,
     verify: bool = False,
 ) -> np.ndarray:
@@ -94,6 +108,7 @@ def load_or_build_cache(
     and writes the cache atomically; later calls with an unchanged dataset map the cached
     file. A cache whose metadata is missing or does not match is rebuilt with a warning.
     ``verify=True`` also checks the sha256 of the cached bytes (reads the whole file).
+    ``spec`` reads multi-band images (see :mod:`aerossl.data.multispectral`).
     """
     n = len(dataset.files)
     if n == 0:
@@ -112,7 +127,7 @@ def load_or_build_cache(
             "or pass cache_dir to a writable folder"
         ) from exc
 
-    key = cache_key(dataset, image_size, channels)
+    key = cache_key(dataset, image_size, channels, spec)
     shape = (n, channels, image_size, image_size)
     data_path = cache_dir / f"{key}.u8"
     meta_path = cache_dir / f"{key}.json"
@@ -131,7 +146,7 @@ def load_or_build_cache(
     if problem != "absent":
         logger.warning("image cache %s is invalid (%s); rebuilding it", data_path, problem)
 
-    _build(dataset, shape, cache_dir, data_path, meta_path, key, num_workers)
+    _build(dataset, shape, cache_dir, data_path, meta_path, key, num_workers, spec)
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
 
 
@@ -195,6 +210,7 @@ def _build(
     meta_path: Path,
     key: str,
     num_workers: int | None,
+    spec: BandSpec | None = None,
 ) -> None:
     """Decode all images chunk by chunk into a temp file, then atomically publish data and
     metadata."""
@@ -226,7 +242,9 @@ def _build(
 
     def work(index: int) -> np.ndarray | str:
         try:
-            return decode.read_image(dataset.root / dataset.files[index], image_size, channels)
+            return decode.read_image(
+                dataset.root / dataset.files[index], image_size, channels, spec
+            )
         except DataError as exc:
             return str(exc)
 

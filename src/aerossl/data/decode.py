@@ -1,20 +1,25 @@
 """Decode one image file into a fixed-size ``uint8`` channel-first array.
 
-Only 8-bit RGB output (``channels=3``) exists today. The reader is split into a decode step
-(file -> ``H x W x C`` array) and a resize step so that a multispectral reader (N-band uint16
-GeoTIFF) can be added as another ``channels`` branch without touching callers.
+8-bit RGB images (``channels=3``) go through Pillow as RGB. Multi-band images (N-band or
+uint16 GeoTIFFs, BigEarthNet patch folders) are read with a :class:`BandSpec`, which names the
+bands to keep and the per-band value range mapped to 0..255 (see
+:mod:`aerossl.data.multispectral`).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 from PIL import Image
 
 from aerossl.errors import DataError
+
+if TYPE_CHECKING:
+    from aerossl.data.multispectral import BandSpec
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 """Lower-case file extensions treated as images (matched case-insensitively)."""
@@ -33,22 +38,33 @@ def is_image_file(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(path: str | Path, image_size: int, channels: int = 3) -> np.ndarray:
+def read_image(
+    path: str | Path, image_size: int, channels: int = 3, spec: BandSpec | None = None
+) -> np.ndarray:
     """Read ``path`` as a ``uint8`` array of shape ``(channels, image_size, image_size)``.
 
-    TIFFs are read with tifffile (falling back to Pillow), other formats with Pillow.
-    Grayscale, RGBA, palette and CMYK images become RGB. Images not already
+    Without ``spec`` (``channels`` must be 3): TIFFs are read with tifffile (falling back to
+    Pillow), other formats with Pillow; grayscale, RGBA, palette and CMYK images become RGB.
+    With ``spec``: the chosen bands of a multi-band image (or BigEarthNet patch folder), each
+    resampled to the output size and scaled to 0..255 as the spec says. Images not already
     ``image_size x image_size`` are resized with Pillow's antialiased bicubic filter.
     Raises :class:`DataError` naming the file when it cannot be decoded.
     """
-    if channels != 3:
-        raise DataError(
-            f"{path}: channels={channels} is not supported yet; only 8-bit RGB images "
-            "(channels=3) can be read"
-        )
     if int(image_size) != image_size or image_size < 1:
         raise DataError(f"{path}: image_size must be a positive integer, got {image_size!r}")
     path = Path(path)
+    if spec is not None:
+        from aerossl.data.multispectral import read_scaled
+
+        out = read_scaled(path, int(image_size), spec)
+        if out.shape[0] != channels:
+            raise DataError(f"{path}: read {out.shape[0]} bands, expected {channels}")
+        return out
+    if channels != 3:
+        raise DataError(
+            f"{path}: channels={channels} is not supported without a band spec (see "
+            "aerossl.data.multispectral); without one only 8-bit RGB images (channels=3) are read"
+        )
     hwc = _decode_rgb(path)
     if hwc.shape[0] != image_size or hwc.shape[1] != image_size:
         resized = Image.fromarray(hwc, mode="RGB").resize(
@@ -105,8 +121,8 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     if arr.dtype != np.uint8:
         raise DataError(
             f"{path}: TIFF has dtype {arr.dtype} and shape {arr.shape}; the RGB reader needs "
-            "8-bit images (multispectral/16-bit reading is not supported yet) - convert it "
-            "to 8-bit RGB"
+            "8-bit images - multispectral/16-bit data is read when the dataset's first image "
+            "is such a file or data.bands is set"
         )
     if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aerossl.data.bigearthnet import is_patch_folder
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
 from aerossl.errors import DataError
 
@@ -44,7 +45,10 @@ def _is_hidden(name: str) -> bool:
 
 def walk_images(folder: Path) -> tuple[list[Path], int]:
     """Image files under ``folder`` (recursively, sorted by path, symlink loops broken) and the
-    count of skipped entries: hidden files and folders' contents, non-image files."""
+    count of skipped entries: hidden files and folders' contents, non-image files.
+
+    A BigEarthNet patch folder (``<patch>/<patch>_B02.tif`` ... or
+    ``<patch>_labels_metadata.json``) is one image: its path is the folder's."""
     images: list[Path] = []
     skipped = 0
     seen: set[str] = set()
@@ -59,6 +63,9 @@ def walk_images(folder: Path) -> tuple[list[Path], int]:
                 dirnames.remove(name)
                 for _, _, hidden_files in os.walk(Path(dirpath) / name):
                     skipped += len(hidden_files)
+            elif is_patch_folder(Path(dirpath) / name):
+                dirnames.remove(name)
+                images.append(Path(dirpath) / name)
         dirnames.sort()
         for name in filenames:
             path = Path(dirpath) / name

@@ -22,6 +22,7 @@ from aerossl.data import (
     split_from_files,
     stratified_split,
 )
+from aerossl.data.metadata import collect_metadata, encode_metadata
 from aerossl.data.multilabel import (
     as_multiclass,
     as_multilabel,
@@ -30,6 +31,7 @@ from aerossl.data.multilabel import (
     multilabel_split_from_files,
     read_manifest,
 )
+from aerossl.data.multispectral import BandSpec, resolve_band_spec
 from aerossl.data.sampler import IndexStream
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
@@ -72,6 +74,13 @@ class DataBundle:
     labels: torch.Tensor  # int64 (N,); multilabel: float32 multi-hot (N, num_classes)
     task: Task = field(default_factory=lambda: get_task("multiclass"))
     source: Path | None = None  # the class folder or the manifest the data came from
+    meta: torch.Tensor | None = None  # float32 (N, D) encoded metadata (data.metadata)
+    bands: BandSpec | None = None  # how multi-band images were read (None: 8-bit RGB)
+
+    @property
+    def meta_dim(self) -> int:
+        """Width of the encoded metadata (0 without metadata)."""
+        return 0 if self.meta is None else int(self.meta.shape[1])
 
     @property
     def classes(self) -> list[str]:
@@ -118,9 +127,14 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
         split = stratified_split(
             dataset.labels, dataset.classes, cfg.test_fraction, cfg.labels_per_class, split_seed
         )
+    paths = [dataset.root / f for f in dataset.files]
+    bands = resolve_band_spec(
+        paths, split.unlabeled, cfg.image_size, cfg.bands, cfg.scaling, cfg.scale_percentiles,
+        cfg.max_value, cfg.band_min, cfg.band_max,
+    )
     cache = load_or_build_cache(
         dataset, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None,
-        verify=cfg.verify_cache,
+        channels=3 if bands is None else bands.channels, spec=bands, verify=cfg.verify_cache,
     )
     if cache.nbytes <= PRELOAD_BYTES:
         images = torch.from_numpy(_read_into_memory(cache))
@@ -129,7 +143,12 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
             warnings.simplefilter("ignore", UserWarning)  # read-only memmap
             images = torch.from_numpy(cache)
     labels = torch.as_tensor(dataset.labels, dtype=torch.float32 if multilabel else torch.long)
-    return DataBundle(dataset, split, images, labels, task, source)
+    meta = None
+    if cfg.metadata != "none":
+        locations = collect_metadata(dataset.root, dataset.files, cfg.metadata,
+                                     cfg.missing_metadata, cfg.metadata_file)
+        meta = torch.from_numpy(encode_metadata(locations, cfg.metadata_encoding))
+    return DataBundle(dataset, split, images, labels, task, source, meta, bands)
 
 
 def _read_into_memory(cache: np.ndarray) -> np.ndarray:
@@ -181,6 +200,7 @@ class BatchBuilder:
         self.device = device
         self.channels_last = channels_last
         self.labels = data.labels.to(device)
+        self.meta = None if data.meta is None else data.meta.to(device)
         self.images = data.images
         if device.type == "cuda" and data.images.nbytes < 0.25 * _free_cuda_bytes(device):
             self.images = data.images.to(device)
@@ -218,11 +238,15 @@ class BatchBuilder:
             labeled=self._views(self._gather(idx), self.views.labeled),
             labels=self.labels[idx.to(self.labels.device)],
         )
+        if self.meta is not None:
+            batch.labeled_meta = self.meta[idx.to(self.device)]
         if self.unlabeled is not None:
             uidx = self.unlabeled.next()
             batch.unlabeled = self._views(self._gather(uidx), self.views.unlabeled)
             batch.unlabeled_index = uidx.to(self.device)
             batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
+            if self.meta is not None:
+                batch.unlabeled_meta = self.meta[uidx.to(self.device)]
         return batch
 
     def state_dict(self) -> dict:

@@ -28,6 +28,7 @@ from aerossl.algorithms.base import Batch, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
+from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
@@ -144,6 +145,12 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
             resolved["manifest"] = str(data.source)
         else:  # the class folder or the manifest itself
             resolved["root"] = str(data.source or data.dataset.root)
+    if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
+        resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
+                                                              cfg.data.metadata_file))
+    bands = data.bands
+    if bands is not None and bands.band_min is not None and cfg.data.band_min is None:
+        resolved["band_min"], resolved["band_max"] = list(bands.band_min), list(bands.band_max)
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
 
 
@@ -197,7 +204,7 @@ class Trainer:
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(
             network, params, self.data.num_classes, num_images=len(self.data.labels),
-            task=self.data.task,
+            task=self.data.task, meta_dim=self.data.meta_dim,
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         if t.compile:
@@ -644,5 +651,6 @@ def load_run_network(
     info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
             "channels": channels, "step": int(state.get("step", -1)),
             "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-            "task": cfg.data.resolved_task()}
+            "task": cfg.data.resolved_task(), "bands": cfg.data.bands,
+            "band_min": cfg.data.band_min, "band_max": cfg.data.band_max}
     return network, info

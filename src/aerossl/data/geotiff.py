@@ -1,0 +1,226 @@
+"""Multi-band (GeoTIFF) rasters: bands, band names, resampling and georeferenced centre.
+
+Read with tifffile (no GDAL). Band names come from the GDAL band descriptions
+(``GDAL_METADATA`` tag 42112, ``<Item name="DESCRIPTION" sample="i" role="description">``)
+where present; a 13-band file without descriptions gets the Sentinel-2 names in EuroSAT order
+(:data:`SENTINEL2_BANDS`); 3-band 8-bit images are ``R, G, B``; other files have no names and
+their bands are selected by index.
+
+The centre of a GeoTIFF in WGS84 comes from ``ModelTiepointTag`` + ``ModelPixelScaleTag`` (or
+``ModelTransformationTag``) and the EPSG code in the GeoKey directory
+(``ProjectedCSTypeGeoKey`` 3072 or ``GeographicTypeGeoKey`` 2048), transformed with pyproj.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from aerossl.data.metadata import Location, check_location, parse_date
+from aerossl.errors import DataError
+
+SENTINEL2_BANDS: tuple[str, ...] = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+)
+"""Default names of 13-band rasters: Sentinel-2 L1C in EuroSAT order."""
+
+RGB_BANDS: tuple[str, ...] = ("R", "G", "B")
+
+_TAG_PIXEL_SCALE = 33550
+_TAG_TIEPOINT = 33922
+_TAG_TRANSFORMATION = 34264
+_TAG_GEOKEYS = 34735
+_TAG_GDAL_METADATA = 42112
+_TAG_DATETIME = 306
+_KEY_RASTER_TYPE = 1025  # 1: PixelIsArea, 2: PixelIsPoint
+_KEY_GEOGRAPHIC = 2048
+_KEY_PROJECTED = 3072
+_USER_DEFINED = 32767
+
+
+def read_raster(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
+    """All bands of a TIFF as a ``(C, H, W)`` array in the file's dtype, and their names
+    (descriptions, or the defaults above, or ``None``)."""
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            arr = series.asarray()
+            page = tif.pages[0]
+            descriptions = _band_descriptions(page)
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many types on corrupt data
+        raise DataError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and axes[-1] in "SC" and axes[-3:-1] == "YX":
+        arr = np.moveaxis(arr, -1, 0)  # contiguous (H, W, C) -> (C, H, W)
+    elif arr.ndim != 3:
+        raise DataError(f"{path}: TIFF of shape {arr.shape} (axes {axes}) is not one image of "
+                        "bands (expected H x W, C x H x W or H x W x C)")
+    names: list[str] | None = None
+    if descriptions and len(descriptions) == arr.shape[0] and all(descriptions):
+        names = descriptions
+    elif arr.shape[0] == len(SENTINEL2_BANDS):
+        names = list(SENTINEL2_BANDS)
+    elif arr.shape[0] == 3 and arr.dtype == np.uint8:
+        names = list(RGB_BANDS)
+    return np.ascontiguousarray(arr), names
+
+
+def _band_descriptions(page: tifffile.TiffPage) -> list[str] | None:
+    tag = page.tags.get(_TAG_GDAL_METADATA)
+    if tag is None:
+        return None
+    try:
+        root = ET.fromstring(str(tag.value))
+    except ET.ParseError:
+        return None
+    found: dict[int, str] = {}
+    for item in root.iter("Item"):
+        if item.get("role") == "description" and item.get("sample") is not None:
+            found[int(item.get("sample", "0"))] = (item.text or "").strip()
+    if not found:
+        return None
+    return [found.get(i, "") for i in range(max(found) + 1)]
+
+
+def select_bands(
+    names: Sequence[str] | None, count: int, bands: Sequence[str | int] | None, where: str
+) -> list[int]:
+    """Indices of ``bands`` (names or 0-based indices) among ``count`` bands called ``names``;
+    all bands when ``bands`` is None. An unknown name or index is a :class:`DataError`."""
+    if bands is None:
+        return list(range(count))
+    out = []
+    for band in bands:
+        if isinstance(band, int) and not isinstance(band, bool):
+            if not 0 <= band < count:
+                raise DataError(f"{where}: data.bands: band index {band} is out of range for an "
+                                f"image with {count} bands (0..{count - 1})")
+            out.append(band)
+            continue
+        if names is None:
+            raise DataError(f"{where}: data.bands: band '{band}' cannot be found: the image's "
+                            f"{count} bands have no names (no GDAL band descriptions); select "
+                            f"them by index 0..{count - 1}")
+        lookup = {n.upper(): i for i, n in enumerate(names)}
+        key = str(band).upper()
+        if key not in lookup and key.startswith("B") and key[1:].isdigit() and len(key) == 2:
+            key = f"B0{key[1:]}"  # B4 -> B04
+        if key not in lookup:
+            from aerossl.config import suggest
+
+            raise DataError(f"{where}: data.bands: band '{band}' does not exist"
+                            f"{suggest(str(band), list(names))} (bands: {', '.join(names)})")
+        out.append(lookup[key])
+    return out
+
+
+def resize_band(band: np.ndarray, size: int) -> np.ndarray:
+    """One band resampled to ``size x size`` as float32 (Pillow bicubic in float mode,
+    antialiased when shrinking); a band already that size is returned unchanged."""
+    band = np.asarray(band, dtype=np.float32)
+    if band.shape == (size, size):
+        return band
+    img = Image.fromarray(band, mode="F").resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.float32)
+
+
+def scale_to_uint8(
+    bands: np.ndarray, band_min: Sequence[float], band_max: Sequence[float]
+) -> np.ndarray:
+    """``round(255 * clip((x - min) / (max - min), 0, 1))`` per band (``(C, H, W)``)."""
+    lo = np.asarray(band_min, dtype=np.float32).reshape(-1, 1, 1)
+    hi = np.asarray(band_max, dtype=np.float32).reshape(-1, 1, 1)
+    span = np.maximum(hi - lo, np.float32(1e-6))
+    x = (np.asarray(bands, dtype=np.float32) - lo) / span
+    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------- georeferencing
+
+
+def _geokeys(page: tifffile.TiffPage) -> dict[int, int]:
+    tag = page.tags.get(_TAG_GEOKEYS)
+    if tag is None:
+        return {}
+    values = [int(v) for v in tag.value]
+    keys = {}
+    for k in range(values[3]):
+        key_id, location, _count, value = values[4 + 4 * k : 8 + 4 * k]
+        if location == 0:  # value stored inline (SHORT)
+            keys[key_id] = value
+    return keys
+
+
+def georeference(path: str | Path) -> tuple[float, float, int]:
+    """Centre ``(x, y)`` of the raster in its CRS and that CRS's EPSG code."""
+    path = Path(path)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        h, w = page.shape[page.axes.index("Y")], page.shape[page.axes.index("X")]
+        if len(tif.series[0].shape) == 3 and tif.series[0].axes[0] in "IQ":
+            h, w = tif.series[0].shape[1:]
+        keys = _geokeys(page)
+        tie = page.tags.get(_TAG_TIEPOINT)
+        scale = page.tags.get(_TAG_PIXEL_SCALE)
+        matrix = page.tags.get(_TAG_TRANSFORMATION)
+        tie_v = None if tie is None else [float(v) for v in tie.value]
+        scale_v = None if scale is None else [float(v) for v in scale.value]
+        matrix_v = None if matrix is None else [float(v) for v in matrix.value]
+    code = keys.get(_KEY_PROJECTED) or keys.get(_KEY_GEOGRAPHIC)
+    if not code or code == _USER_DEFINED:
+        raise DataError(f"{path}: GeoTIFF has no EPSG code (ProjectedCSTypeGeoKey or "
+                        "GeographicTypeGeoKey) in its GeoKey directory; cannot locate it")
+    # pixel-is-point rasters tie pixel centres, pixel-is-area rasters pixel corners
+    col, row = ((w - 1) / 2, (h - 1) / 2) if keys.get(_KEY_RASTER_TYPE) == 2 else (w / 2, h / 2)
+    if tie_v is not None and scale_v is not None and len(tie_v) >= 6 and len(scale_v) >= 2:
+        i, j, _, x0, y0, _ = tie_v[:6]
+        return x0 + (col - i) * scale_v[0], y0 - (row - j) * scale_v[1], int(code)
+    if matrix_v is not None and len(matrix_v) == 16:
+        m = matrix_v
+        return m[0] * col + m[1] * row + m[3], m[4] * col + m[5] * row + m[7], int(code)
+    raise DataError(f"{path}: GeoTIFF has no ModelTiepointTag + ModelPixelScaleTag (or "
+                    "ModelTransformationTag); cannot locate it")
+
+
+def to_wgs84(x: float, y: float, epsg: int, where: str) -> tuple[float, float]:
+    """``(lat, lon)`` in degrees of a point in CRS ``EPSG:epsg``."""
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_epsg(epsg)
+    except CRSError as exc:
+        raise DataError(f"{where}: unknown CRS EPSG:{epsg} ({exc})") from None
+    lon, lat = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True).transform(x, y)
+    return check_location(float(lat), float(lon), where)
+
+
+def geotiff_location(path: str | Path) -> Location:
+    """WGS84 centre of a GeoTIFF and its ``DateTime`` tag (None when absent)."""
+    path = Path(path)
+    try:
+        x, y, epsg = georeference(path)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read GeoTIFF tags ({type(exc).__name__}: {exc})"
+                        ) from exc
+    lat, lon = to_wgs84(x, y, epsg, str(path))
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags.get(_TAG_DATETIME)
+        text = "" if tag is None else str(tag.value).strip()
+    date: dt.date | None = None
+    if text:
+        date = parse_date(text, f"{path}: TIFF tag DateTime")
+    return Location(lat, lon, date)
