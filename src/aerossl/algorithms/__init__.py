@@ -36,3 +36,6 @@ __all__ = [
     "sigmoid_rampup",
     "soft_cross_entropy",
 ]
+
+# teacher-student methods (registration)
+from aerossl.algorithms import distill, noisy_student, simclr  # noqa: F401
