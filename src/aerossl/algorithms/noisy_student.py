@@ -77,6 +77,8 @@ class NoisyStudent(TeacherMixin, Algorithm):
         self._load_teacher(params, num_classes)
         self.register_buffer("targets", torch.zeros(num_images, num_classes))
         self.register_buffer("weights", torch.zeros(num_images))
+        # accuracy of the used pseudo-labels against the hidden labels: reported, never trained on
+        self.register_buffer("pseudo_label_acc", torch.tensor(float("nan")))
 
     @torch.no_grad()
     def prepare(self, data: RunData) -> None:
@@ -101,8 +103,12 @@ class NoisyStudent(TeacherMixin, Algorithm):
         hidden = data.labels.cpu()[rows]  # for the log only
         used = weight > 0
         acc = float((label[used] == hidden[used]).float().mean()) if used.any() else float("nan")
+        self.pseudo_label_acc.fill_(acc)
         log.info("noisy student: %d of %d unlabelled images pseudo-labelled (accuracy %.3f, "
                  "hidden labels used for this log line only)", int(used.sum()), len(idx), acc)
+
+    def extra_metrics(self, network: torch.nn.Module, data: RunData) -> dict[str, float]:
+        return {"pseudo_label_acc": float(self.pseudo_label_acc)}
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, u = batch.labeled["x"], batch.unlabeled["x"]
