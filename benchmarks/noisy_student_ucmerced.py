@@ -29,7 +29,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/ucmerced"))
     p.add_argument("--output-dir", default="runs/bench-noisy-student")
     p.add_argument("--teacher-steps", type=int, default=2000)
-    p.add_argument("--student-steps", type=int, default=2000)
+    p.add_argument("--student-steps", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--result", type=Path,

@@ -156,8 +156,9 @@ def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
     raw = _raw_config(config)
     if algorithm is not None:
         raw = _with_algorithm(raw, algorithm)
-    raw["model"] = {**(raw.get("model") or {}), "init": str(init),
-                    "freeze_backbone": linear_probe}
+    raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
+    if linear_probe:
+        raw["model"]["freeze_backbone"] = True
     if backbone_lr_scale is not None:
         raw["train"] = {**(raw.get("train") or {}), "backbone_lr_scale": backbone_lr_scale}
     return _train_raw(raw, overrides, run_dir)

@@ -142,14 +142,14 @@ def run_stage(cfg_raw: dict[str, Any], run_dir: Path, source: str) -> dict[str, 
     return json.loads(summary.read_text())
 
 
-def run_pipeline(spec: str | Path | dict[str, Any],
-                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or continue) every stage in order; returns and writes the pipeline summary."""
-    p = load_pipeline(spec)
+def stage_configs(spec: str | Path | dict[str, Any] | PipelineSpec,
+                  overrides: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, raw config)`` of every stage, with ``"@stage"`` resolved to run folders."""
+    p = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
     root = Path(p.output_dir) / p.name
     stages = noisy_student_stages(p.noisy_student) if p.noisy_student else p.stages
     runs: dict[str, Path] = {}
-    rows = []
+    out = []
     for i, stage in enumerate(stages):
         stage = dict(stage)
         name = stage.pop("name", None)
@@ -157,9 +157,20 @@ def run_pipeline(spec: str | Path | dict[str, Any],
             raise ConfigError(f"stage {i + 1}: needs a unique 'name' (got {name!r})")
         raw = _resolve(merge(merge(p.base, stage), overrides or {}), runs, name)
         raw.update(name=name, output_dir=str(root))
+        runs[name] = root / name
+        out.append((name, raw))
+    return out
+
+
+def run_pipeline(spec: str | Path | dict[str, Any],
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or continue) every stage in order; returns and writes the pipeline summary."""
+    p = load_pipeline(spec)
+    root = Path(p.output_dir) / p.name
+    rows = []
+    for name, raw in stage_configs(p, overrides):
         run_dir = root / name
         summary = run_stage(raw, run_dir, f"pipeline stage '{name}'")
-        runs[name] = run_dir
         teacher = (raw.get("algorithm") or {}).get("teacher")
         teacher_acc = None
         if teacher and (Path(teacher) / "summary.json").is_file():

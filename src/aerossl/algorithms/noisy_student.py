@@ -15,6 +15,7 @@ The pipeline (:mod:`aerossl.pipeline`) makes the student the next round's teache
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def balance_weights(confidence: torch.Tensor, label: torch.Tensor, keep: torch.T
                     num_classes: int) -> torch.Tensor:
     """Per-image weights that balance the kept pseudo-labels over classes: the ``K`` most
     confident images of each class weigh 1 (others 0), a class with ``n_c < K`` images weighs
-    ``K / n_c`` each, where ``K = kept / num_classes``."""
+    ``K / n_c`` each, where ``K = kept / num_classes`` (rounded up for the top-K)."""
     weight = torch.zeros(len(label), dtype=torch.float32)
     per_class = int(keep.sum()) / num_classes
     for c in range(num_classes):
@@ -49,7 +50,7 @@ def balance_weights(confidence: torch.Tensor, label: torch.Tensor, keep: torch.T
         if len(idx) == 0:
             continue
         if len(idx) >= per_class:
-            top = idx[confidence[idx].argsort(descending=True)[: max(1, round(per_class))]]
+            top = idx[confidence[idx].argsort(descending=True)[: math.ceil(per_class)]]
             weight[top] = 1.0
         else:
             weight[idx] = per_class / len(idx)

@@ -43,7 +43,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]
 
 
 def linear_probe(
-    network: nn.Module, data: RunData, l2: float = 1e-3, steps: int = 100
+    network: nn.Module, data: RunData, l2: float = 1e-2, steps: int = 100
 ) -> float:
     """Test accuracy of a logistic regression fitted (L-BFGS, L2 penalty ``l2``) on the
     standardised frozen features of the labelled images."""
@@ -56,7 +56,7 @@ def linear_probe(
     y_test = data.labels.cpu()[torch.as_tensor(test_idx)]
     mean, std = f_train.mean(0), f_train.std(0, unbiased=False).clamp_min(1e-6)
     f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
-    num_classes = int(data.labels.max()) + 1
+    num_classes = len(data.classes) or int(data.labels.max()) + 1
     w = torch.zeros(f_train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
@@ -85,7 +85,7 @@ class SimCLR(Algorithm):
         )
         view: str = Field("contrastive", description="augment pipeline of the two views")
         probe: bool = Field(True, description="fit and log a linear probe at each evaluation")
-        probe_l2: float = Field(1e-3, ge=0, description="L2 penalty of the linear probe")
+        probe_l2: float = Field(1e-2, ge=0, description="L2 penalty of the linear probe")
         probe_steps: int = Field(100, ge=1, description="L-BFGS iterations of the linear probe")
 
     @classmethod
