@@ -22,7 +22,7 @@ from aerossl.augment import build_pipeline
 from aerossl.augment.contrastive import ColorJitter, GaussianBlur, RandomGrayscale, ResizedCrop
 from aerossl.augment.functional import grey
 from aerossl.cli import main
-from aerossl.config import CONTRASTIVE, config_from_dict
+from aerossl.config import CONTRASTIVE, STRONG, WEAK, config_from_dict
 from aerossl.engine.trainer import Trainer, load_run_config, load_run_network
 from aerossl.errors import ConfigError
 from aerossl.pipeline import run_stage, with_contrastive_views
@@ -206,7 +206,7 @@ def test_noisy_student_round_uses_the_teachers_pseudo_labels(five_classes: Path,
 
 def test_cli_stages_and_pseudo_labels(five_classes: Path, tmp_path: Path) -> None:
     cfg = {**base_config(five_classes), "output_dir": str(tmp_path),
-           "augment": {"contrastive": CONTRASTIVE_32PX}}
+           "augment": {"weak": WEAK, "strong": STRONG, "contrastive": CONTRASTIVE_32PX}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["pretrain", str(path), "name=pre"]) == 0
@@ -214,8 +214,8 @@ def test_cli_stages_and_pseudo_labels(five_classes: Path, tmp_path: Path) -> Non
     assert load_run_config(tmp_path / "probe").model.freeze_backbone
     assert main(["finetune", str(tmp_path / "pre"), str(path), "name=ft",
                  "--backbone-lr-scale", "0.1"]) == 0
-    assert main(["distill", str(tmp_path / "ft"), str(path), "name=kd", "--mode", "hard",
-                 "model.widths=[8,16]"]) == 0
+    assert main(["distill", str(tmp_path / "ft"), str(path), "name=kd", "model.widths=[8,16]",
+                 "--mode", "hard"]) == 0
     kd = load_run_config(tmp_path / "kd")
     assert kd.algorithm.name == "distill" and kd.algorithm_params()["mode"] == "hard"
     assert main(["train", "--resume", str(tmp_path / "kd"), "train.steps=8"]) == 0
