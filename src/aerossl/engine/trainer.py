@@ -311,7 +311,8 @@ class Trainer:
         batch = self.batches.next()
         t1 = time.perf_counter()
         self.algorithm.train()
-        frozen_norms_eval(self.algorithm)  # frozen layers (backbone, teacher) keep their stats
+        if self.cfg.model.freeze_backbone:
+            frozen_norms_eval(self.algorithm.model)  # a frozen backbone keeps its BN statistics
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.algorithm.training_step(batch, ctx)
         if not torch.isfinite(out.loss):
