@@ -214,7 +214,8 @@ def test_cli_stages_and_pseudo_labels(five_classes: Path, tmp_path: Path) -> Non
     assert load_run_config(tmp_path / "probe").model.freeze_backbone
     assert main(["finetune", str(tmp_path / "pre"), str(path), "name=ft",
                  "--backbone-lr-scale", "0.1"]) == 0
-    assert main(["distill", str(tmp_path / "ft"), str(path), "name=kd", "model.widths=[8,16]",
+    best = tmp_path / "ft" / "checkpoints" / "best.pt"  # a run folder or one of its checkpoints
+    assert main(["distill", str(best), str(path), "name=kd", "model.widths=[8,16]",
                  "--mode", "hard"]) == 0
     kd = load_run_config(tmp_path / "kd")
     assert kd.algorithm.name == "distill" and kd.algorithm_params()["mode"] == "hard"

@@ -36,7 +36,9 @@ from aerossl.errors import ConfigError
 class TeacherParams(AlgorithmParams):
     """Where a frozen teacher network comes from."""
 
-    teacher: str = Field(description="run folder of the trained teacher")
+    teacher: str = Field(
+        description="the trained teacher: a run folder (or its checkpoints/last.pt, best.pt)"
+    )
     teacher_checkpoint: Literal["last", "best"] = Field(
         "last", description="the teacher's checkpoint: last or best"
     )
@@ -51,8 +53,10 @@ class TeacherMixin:
     def _load_teacher(self, params: TeacherParams, num_classes: int) -> None:
         from aerossl.engine.trainer import load_run_network  # the engine imports algorithms
 
-        teacher, info = load_run_network(Path(params.teacher).expanduser(),
-                                         params.teacher_checkpoint)
+        path, checkpoint = Path(params.teacher).expanduser(), params.teacher_checkpoint
+        if path.suffix == ".pt" and path.parent.name == "checkpoints":  # RUN/checkpoints/best.pt
+            path, checkpoint = path.parent.parent, path.stem
+        teacher, info = load_run_network(path, checkpoint)
         if len(info["classes"]) != num_classes:
             raise ConfigError(f"algorithm.teacher: {params.teacher} has {len(info['classes'])} "
                               f"classes, this run's data {num_classes}")
