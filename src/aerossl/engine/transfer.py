@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -198,9 +197,3 @@ def backbone_parameter_ids(network: nn.Module) -> set[int]:
     head = {id(p) for p in network.head.parameters()} if hasattr(network, "head") else set()
     return {id(p) for p in network.parameters() if id(p) not in head}
 
-
-def describe(report: Any) -> dict[str, Any]:
-    """A JSON-friendly summary of a :class:`TransferReport`."""
-    return {"source": str(report.source), "loaded": len(report.loaded),
-            "missing": report.missing, "unexpected": report.unexpected,
-            "head_replaced": report.head_replaced, "adapted": report.adapted}
