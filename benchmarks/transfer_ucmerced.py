@@ -122,10 +122,9 @@ def main() -> int:
     ]
     for name, r in rows.items():
         if name.startswith("source"):
-            extra = (f" (source test acc {r['final_acc']:.1%}"
-                     + (f", linear probe {probe:.1%}; the same encoder at random "
-                        f"initialisation: {random_probe:.1%}" if r["linear_probe_acc"]
-                        is not None else "") + ")")
+            extra = (f" (linear probe {probe:.1%}; the same encoder at random initialisation: "
+                     f"{random_probe:.1%})" if r["linear_probe_acc"] is not None
+                     else f" (source test acc {r['final_acc']:.1%})")
             lines.append(f"| {name}{extra} |  |  |  |")
             continue
         diff = 100 * (r["final_acc"] - scratch)
