@@ -236,8 +236,8 @@ def test_cli_stages_and_pseudo_labels(five_classes: Path, tmp_path: Path) -> Non
 def test_teacher_errors_are_clear(five_classes: Path, tmp_path: Path) -> None:
     cfg = {**base_config(five_classes), "output_dir": str(tmp_path), "name": "kd",
            "algorithm": {"name": "distill"}}
-    with pytest.raises(ConfigError, match="algorithm.teacher"):
-        config_from_dict(cfg)
+    with pytest.raises(ConfigError, match="algorithm.teacher: 'distill' needs the run folder"):
+        aerossl.train(cfg)
     cfg["algorithm"]["teacher"] = str(tmp_path / "nowhere")
     with pytest.raises(aerossl.CheckpointError, match="nowhere"):
         aerossl.train(cfg)

@@ -119,7 +119,8 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     augment: dict[str, AugmentSpec] = Field(
-        default_factory=lambda: {"weak": copy.deepcopy(WEAK), "strong": copy.deepcopy(STRONG)},
+        default_factory=lambda: {"weak": copy.deepcopy(WEAK), "strong": copy.deepcopy(STRONG),
+                                 "contrastive": copy.deepcopy(CONTRASTIVE)},
         description="named batch augmentation pipelines the algorithm's views refer to",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)

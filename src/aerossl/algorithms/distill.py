@@ -36,8 +36,9 @@ from aerossl.errors import ConfigError
 class TeacherParams(AlgorithmParams):
     """Where a frozen teacher network comes from."""
 
-    teacher: str = Field(
-        description="the trained teacher: a run folder (or its checkpoints/last.pt, best.pt)"
+    teacher: str | None = Field(
+        None, description="the trained teacher (required): a run folder, or its "
+        "checkpoints/last.pt or best.pt"
     )
     teacher_checkpoint: Literal["last", "best"] = Field(
         "last", description="the teacher's checkpoint: last or best"
@@ -53,6 +54,9 @@ class TeacherMixin:
     def _load_teacher(self, params: TeacherParams, num_classes: int) -> None:
         from aerossl.engine.trainer import load_run_network  # the engine imports algorithms
 
+        if not params.teacher:
+            raise ConfigError(f"algorithm.teacher: '{self.name}' needs the run folder of a "
+                              "trained teacher")
         path, checkpoint = Path(params.teacher).expanduser(), params.teacher_checkpoint
         if path.suffix == ".pt" and path.parent.name == "checkpoints":  # RUN/checkpoints/best.pt
             path, checkpoint = path.parent.parent, path.stem
