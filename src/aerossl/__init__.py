@@ -1,6 +1,19 @@
 """aerossl: semi-supervised deep learning for aerial and satellite scene images."""
 
-from aerossl.api import demo, evaluate, find_config, resume, shipped_configs, train
+from aerossl.api import (
+    demo,
+    distill,
+    evaluate,
+    find_config,
+    finetune,
+    noisy_student,
+    pretrain,
+    pseudo_label,
+    resume,
+    run_pipeline,
+    shipped_configs,
+    train,
+)
 from aerossl.compare import compare_runs, write_comparison
 from aerossl.config import Config, load_config
 from aerossl.engine.trainer import RunResult
@@ -19,12 +32,18 @@ __all__ = [
     "RunResult",
     "compare_runs",
     "demo",
+    "distill",
     "evaluate",
     "export_run",
     "find_config",
+    "finetune",
     "load_config",
+    "noisy_student",
     "predict_paths",
+    "pretrain",
+    "pseudo_label",
     "resume",
+    "run_pipeline",
     "shipped_configs",
     "train",
     "write_comparison",

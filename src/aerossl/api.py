@@ -109,4 +109,109 @@ def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto
     return results
 
 
-__all__ = ["demo", "evaluate", "find_config", "resume", "shipped_configs", "train"]
+# ------------------------------------------------------------------------------------------
+# Pre-training, transfer, distillation and Noisy Student: each stage is an ordinary run.
+
+
+def _raw_config(config: Config | str | Path | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(config, Config):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return dict(config)
+    from aerossl.config import read_yaml
+
+    return read_yaml(find_config(config))
+
+
+def _with_algorithm(raw: dict[str, Any], name: str, **params: Any) -> dict[str, Any]:
+    """``raw`` training with algorithm ``name``: its own keys are kept when the config already
+    names that algorithm, else the section is replaced."""
+    algo = raw.get("algorithm") or {}
+    kept = dict(algo) if algo.get("name") == name else {}
+    return {**raw, "algorithm": {**kept, "name": name,
+                                 **{k: v for k, v in params.items() if v is not None}}}
+
+
+def _train_raw(raw: dict[str, Any], overrides: list[str] | None,
+               run_dir: str | Path | None) -> RunResult:
+    from aerossl.pipeline import with_contrastive_views
+
+    cfg = config_from_dict(with_contrastive_views(apply_overrides(raw, overrides)))
+    return Trainer(cfg, Path(run_dir) if run_dir else None).fit()
+
+
+def pretrain(config: Config | str | Path | dict[str, Any], overrides: list[str] | None = None,
+             run_dir: str | Path | None = None) -> RunResult:
+    """SimCLR pre-training on the unlabelled images (``algorithm.name=simclr``; the config's
+    ``contrastive`` augment pipeline, or the default one). Logs ``linear_probe_acc``."""
+    return _train_raw(_with_algorithm(_raw_config(config), "simclr"), overrides, run_dir)
+
+
+def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
+             overrides: list[str] | None = None, run_dir: str | Path | None = None,
+             algorithm: str | None = "supervised", linear_probe: bool = False,
+             backbone_lr_scale: float | None = None) -> RunResult:
+    """Train from the weights of ``init`` (run folder, checkpoint or state dict): full
+    fine-tuning, or a linear probe (frozen backbone); ``algorithm=None`` keeps the config's."""
+    raw = _raw_config(config)
+    if algorithm is not None:
+        raw = _with_algorithm(raw, algorithm)
+    raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
+    if linear_probe:
+        raw["model"]["freeze_backbone"] = True
+    if backbone_lr_scale is not None:
+        raw["train"] = {**(raw.get("train") or {}), "backbone_lr_scale": backbone_lr_scale}
+    return _train_raw(raw, overrides, run_dir)
+
+
+def distill(teacher: str | Path, config: Config | str | Path | dict[str, Any],
+            overrides: list[str] | None = None, run_dir: str | Path | None = None,
+            mode: str | None = None) -> RunResult:
+    """Distil the run ``teacher`` into the config's model (``algorithm.name=distill``)."""
+    raw = _with_algorithm(_raw_config(config), "distill", teacher=str(teacher), mode=mode)
+    return _train_raw(raw, overrides, run_dir)
+
+
+def noisy_student(config: Config | str | Path | dict[str, Any], rounds: int = 2,
+                  name: str = "noisy_student", output_dir: str | None = None,
+                  student: dict[str, Any] | None = None,
+                  overrides: list[str] | None = None) -> dict[str, Any]:
+    """A supervised teacher, then ``rounds`` Noisy Student rounds (student sections default to
+    ``model.dropout=0.3``); returns the pipeline summary (per round teacher and student)."""
+    from aerossl.pipeline import NoisyStudentPlan, run_pipeline
+
+    base = apply_overrides(_raw_config(config), overrides)
+    base.pop("algorithm", None)
+    plan = NoisyStudentPlan(rounds=rounds, **({"student": student} if student else {}))
+    spec = {"name": name, "output_dir": output_dir or base.get("output_dir", "runs"),
+            "base": base, "noisy_student": plan.model_dump()}
+    return run_pipeline(spec)
+
+
+def run_pipeline(spec: str | Path | dict[str, Any], overrides: list[str] | None = None
+                 ) -> dict[str, Any]:
+    """Run (or continue: finished stages are skipped, a stopped one resumed) a pipeline file;
+    ``overrides`` (``dotted.key=value``) apply to its ``base`` config."""
+    from aerossl import pipeline
+    from aerossl.config import read_yaml
+
+    raw = dict(spec) if isinstance(spec, dict) else read_yaml(find_config(spec))
+    if overrides:
+        raw["base"] = apply_overrides(raw.get("base") or {}, overrides)
+    return pipeline.run_pipeline(raw)
+
+
+def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "pseudo_labels.csv",
+                 checkpoint: str = "last", device: str = "auto", progress: bool = True) -> Path:
+    """Write predicted class, confidence and every class probability of each image under
+    ``data_dir`` to the CSV ``out`` (columns ``path, predicted_class, confidence, ...,
+    prob_<class>``)."""
+    from aerossl.predict import predict_paths
+
+    res = predict_paths(run_dir, [data_dir], out, top_k=1, checkpoint=checkpoint,
+                        device=device, progress=progress, all_probs=True)
+    return res.output_csv
+
+
+__all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "noisy_student",
+           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "train"]

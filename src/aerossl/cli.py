@@ -1,4 +1,6 @@
-"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``."""
+"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``,
+and the teacher-student stages ``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
+"""
 
 from __future__ import annotations
 
@@ -131,7 +133,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (predict, export, compare):
         module.add_parser(sub)
+    add_teacher_student_parsers(sub)
     return p
+
+
+# ------------------------------------------------------------------------------------------
+# Pre-training, transfer, distillation and Noisy Student (each stage an ordinary run:
+# continue a stopped one with ``aerossl train --resume RUN_DIR``).
+
+
+def _print_run(result: api.RunResult) -> int:
+    print(f"test accuracy {result.final_acc:.4f} (best {result.best_acc:.4f} at step "
+          f"{result.best_step}) after {result.steps} steps, {result.minutes:.1f} min")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _print_pipeline(summary: dict) -> int:
+    from aerossl.pipeline import summary_markdown
+
+    print(summary_markdown(summary), end="")
+    return 0
+
+
+def add_teacher_student_parsers(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands pretrain, finetune, distill, noisy-student, pipeline, pseudo-label."""
+    pre = sub.add_parser("pretrain", help="SimCLR pre-training on the unlabelled images")
+    pre.add_argument("config", help="YAML config or shipped config name")
+    pre.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    pre.set_defaults(func=lambda a: _print_run(api.pretrain(a.config, a.overrides)))
+
+    ft = sub.add_parser("finetune", help="train from transferred weights (fine-tune or probe)")
+    ft.add_argument("init", help="run folder, aerossl checkpoint or PyTorch state dict file")
+    ft.add_argument("config", help="YAML config or shipped config name")
+    ft.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    ft.add_argument("--linear-probe", action="store_true", help="freeze the backbone")
+    ft.add_argument("--backbone-lr-scale", type=float, default=None,
+                    help="backbone learning rate relative to train.lr (e.g. 0.1)")
+    ft.add_argument("--algorithm", default="supervised",
+                    help="training method (default supervised; 'config' keeps the config's)")
+    ft.set_defaults(func=lambda a: _print_run(api.finetune(
+        a.init, a.config, a.overrides, algorithm=None if a.algorithm == "config" else a.algorithm,
+        linear_probe=a.linear_probe, backbone_lr_scale=a.backbone_lr_scale)))
+
+    di = sub.add_parser("distill", help="distil a trained run (teacher) into a student")
+    di.add_argument("teacher", help="run folder of the teacher")
+    di.add_argument("config", help="YAML config of the student run")
+    di.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    di.add_argument("--mode", choices=["soft", "hard"], default=None)
+    di.set_defaults(func=lambda a: _print_run(api.distill(a.teacher, a.config, a.overrides,
+                                                          mode=a.mode)))
+
+    ns = sub.add_parser("noisy-student", help="supervised teacher, then Noisy Student rounds")
+    ns.add_argument("config", help="YAML config shared by teacher and students")
+    ns.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    ns.add_argument("--rounds", type=int, default=2)
+    ns.add_argument("--name", default="noisy_student", help="folder of the rounds' runs")
+    ns.set_defaults(func=lambda a: _print_pipeline(api.noisy_student(
+        a.config, a.rounds, a.name, overrides=a.overrides)))
+
+    pi = sub.add_parser("pipeline", help="run or continue a multi-stage pipeline file")
+    pi.add_argument("spec", help="pipeline YAML (base + stages, or noisy_student)")
+    pi.add_argument("overrides", nargs="*", help="dotted.key=value overrides of its base")
+    pi.set_defaults(func=lambda a: _print_pipeline(api.run_pipeline(a.spec, a.overrides)))
+
+    pl = sub.add_parser("pseudo-label", help="class probabilities of every image to a CSV")
+    pl.add_argument("run_dir")
+    pl.add_argument("data_dir", help="folder of images (searched recursively)")
+    pl.add_argument("--out", "-o", default="pseudo_labels.csv")
+    pl.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    pl.add_argument("--device", default="auto")
+    pl.set_defaults(func=lambda a: print(
+        f"pseudo-labels: {api.pseudo_label(a.run_dir, a.data_dir, a.out, a.checkpoint, a.device)}"
+    ) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,12 @@ AugmentSpec = list[str | dict[str, Any]]
 
 WEAK: AugmentSpec = ["flip", "rot90", {"name": "crop", "pad": 0.125}]
 STRONG: AugmentSpec = [*WEAK, {"name": "randaugment", "n": 2, "m": 10}, {"name": "cutout"}]
+#: SimCLR's two views (Chen et al. 2020), with dihedral flips/rotations for overhead images.
+CONTRASTIVE: AugmentSpec = [
+    {"name": "resized_crop", "scale": [0.2, 1.0]}, "flip", "rot90",
+    {"name": "color_jitter", "p": 0.8}, {"name": "random_grayscale", "p": 0.2},
+    {"name": "gaussian_blur", "p": 0.5},
+]
 
 
 class _Section(BaseModel):
@@ -113,6 +119,14 @@ class ModelConfig(_Section):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = Field("cnn", description="model name: cnn, wrn, resnet18")
+    # transfer learning (see aerossl.engine.transfer); not passed to the model's constructor
+    init: str | None = Field(
+        None, description="initial weights: a run folder, an aerossl checkpoint or a PyTorch "
+        "state dict file of the same architecture (null: random initialisation)"
+    )
+    freeze_backbone: bool = Field(
+        False, description="train only the classifier head (linear probe on frozen features)"
+    )
 
 
 class AlgorithmConfig(_Section):
@@ -132,6 +146,10 @@ class TrainConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(True, description="Nesterov momentum")
     weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (not on BN and biases)")
+    backbone_lr_scale: float = Field(
+        1.0, ge=0, description="learning rate of the network's backbone (all but its head) "
+        "relative to train.lr, e.g. 0.1 when fine-tuning transferred weights"
+    )
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
     lr_schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="cosine: lr * cos(7*pi*k / (16*K)) as in FixMatch"
@@ -166,7 +184,8 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     augment: dict[str, AugmentSpec] = Field(
-        default_factory=lambda: {"weak": copy.deepcopy(WEAK), "strong": copy.deepcopy(STRONG)},
+        default_factory=lambda: {"weak": copy.deepcopy(WEAK), "strong": copy.deepcopy(STRONG),
+                                 "contrastive": copy.deepcopy(CONTRASTIVE)},
         description="named batch augmentation pipelines the algorithm's views refer to",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -180,7 +199,8 @@ class Config(_Section):
 
     def model_params(self) -> dict[str, Any]:
         """The model section without its name."""
-        return {k: v for k, v in self.model.model_dump().items() if k != "name"}
+        return {k: v for k, v in self.model.model_dump().items()
+                if k not in ("name", "init", "freeze_backbone")}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, as written to a run folder's config.yaml."""

@@ -199,6 +199,7 @@ def predict_paths(
     device: str = "auto",
     progress: bool = True,
     workers: int | None = None,
+    all_probs: bool = False,
 ) -> PredictResult:
     """Classify every image under ``paths`` with a run's saved model and write a CSV.
 
@@ -207,6 +208,7 @@ def predict_paths(
     WGS84 centre of a georeferenced GeoTIFF, else empty). ``geojson`` also writes a
     FeatureCollection of points (properties ``path, class, confidence``) for the
     georeferenced images. Unreadable images get no row; they are listed in the result.
+    ``all_probs`` appends one ``prob_<class>`` column per class (pseudo-labelling).
     """
     from tqdm import tqdm
 
@@ -230,6 +232,8 @@ def predict_paths(
     for i in range(1, k + 1):
         header += [f"top{i}_class", f"top{i}_prob"]
     header += ["lat", "lon"]
+    if all_probs:
+        header += [f"prob_{c}" for c in classes]
     features: list[dict[str, Any]] = []
     unreadable: list[tuple[str, str]] = []
     written = georeferenced = 0
@@ -260,8 +264,8 @@ def predict_paths(
                     logits = network(x.to(dev).float().div_(255.0)).float()
                 probs = task.probs(logits).cpu()  # multi-label: independent sigmoids
                 top_p, top_i = probs.topk(k, dim=1)
-                for (p, _, geo), tp, ti in zip(good, top_p.tolist(), top_i.tolist(),
-                                               strict=True):
+                for (p, _, geo), tp, ti, pr in zip(good, top_p.tolist(), top_i.tolist(),
+                                                   probs.tolist(), strict=True):
                     latlon = to_lat_lon(*geo) if geo else None
                     row: list[Any] = [str(p), classes[ti[0]], f"{tp[0]:.6f}"]
                     for c, q in zip(ti, tp, strict=True):
@@ -279,6 +283,8 @@ def predict_paths(
                         })
                     else:
                         row += ["", ""]
+                    if all_probs:
+                        row += [f"{q:.6f}" for q in pr]
                     out.writerow(row)
                     written += 1
             bar.update(len(chunk))

@@ -1,13 +1,8 @@
-"""Training methods, each a small module on the :class:`Algorithm` interface."""
+"""Training methods, each a small module on the :class:`Algorithm` interface.
 
-import aerossl.algorithms.spatiotemporal  # noqa: F401  (registration)
-from aerossl.algorithms import fixmatch, supervised  # noqa: F401  (registration)
+Importing this package registers every method (see :func:`register_algorithm`).
+"""
 
-# isort: split
-from aerossl.algorithms import mean_teacher, pi_model, pseudo_label, uda, vat  # noqa: F401
-
-# isort: split
-from aerossl.algorithms import ccssl, flexmatch, freematch, mixmatch  # noqa: F401
 from aerossl.algorithms.base import (
     Algorithm,
     AlgorithmParams,
@@ -27,7 +22,25 @@ from aerossl.algorithms.base import (
 )
 
 # isort: split
-from aerossl.algorithms import multilabel_fixmatch  # noqa: F401  (registration)
+# registration, after the base names the modules import
+from aerossl.algorithms import (  # noqa: F401
+    ccssl,
+    distill,
+    fixmatch,
+    flexmatch,
+    freematch,
+    mean_teacher,
+    mixmatch,
+    multilabel_fixmatch,
+    noisy_student,
+    pi_model,
+    pseudo_label,
+    simclr,
+    spatiotemporal,
+    supervised,
+    uda,
+    vat,
+)
 
 __all__ = [
     "Algorithm",

@@ -8,9 +8,11 @@ the optimiser, schedules, EMA, evaluation, checkpoints and logging.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
@@ -75,6 +77,37 @@ class StepOutput:
 
     loss: Tensor
     log: dict[str, Tensor | float] = field(default_factory=dict)
+
+
+@dataclass
+class RunData:
+    """What the hooks :meth:`Algorithm.prepare` and :meth:`Algorithm.extra_metrics` may read:
+    the run's cached images (uint8 N×C×H×W), labels and split indices, and the engine's batched
+    eval-mode inference ``predict(module, indices) -> outputs`` (float32, CPU).
+
+    ``labels`` of the unlabelled images are hidden labels: never use them for training.
+    """
+
+    images: Tensor
+    labels: Tensor
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    test: np.ndarray
+    predict: Callable[[nn.Module, np.ndarray], Tensor]
+    classes: list[str] = field(default_factory=list)
+
+    def features(self, network: nn.Module, indices: np.ndarray) -> Tensor:
+        """Pooled features ``network.forward_features(x)`` of the images at ``indices``."""
+        return self.predict(_Features(network), indices)
+
+
+class _Features(nn.Module):
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network.forward_features(x)
 
 
 class Algorithm(nn.Module):
@@ -171,6 +204,15 @@ class Algorithm(nn.Module):
 
     def on_step_end(self, ctx: StepContext) -> None:
         """Hook after the optimiser step (e.g. to update a teacher)."""
+
+    def prepare(self, data: RunData) -> None:
+        """Hook called once when a new run starts, before its first step (e.g. to pseudo-label
+        the unlabelled images with a teacher). Not called on resume: keep results in buffers."""
+
+    def extra_metrics(self, network: nn.Module, data: RunData) -> dict[str, float]:
+        """Extra test metrics of the evaluated ``network``, logged with each evaluation and
+        written to summary.json (e.g. the linear-probe accuracy of a self-supervised encoder)."""
+        return {}
 
     def eval_model(self) -> nn.Module:
         """The network that is evaluated, checkpointed as the result and exported."""

@@ -5,6 +5,7 @@ every op (and ``Compose``) has ``sample(batch_size, generator)`` → params, ``a
 and ``op(x, generator)``. New ops register with ``@register_augmentation("name")``.
 """
 
+from aerossl.augment import contrastive  # noqa: F401  (registration: SimCLR views)
 from aerossl.augment.base import (
     AUGMENTATIONS,
     Augmentation,

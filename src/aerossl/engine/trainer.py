@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from aerossl.algorithms import Algorithm, StepContext, get_algorithm
-from aerossl.algorithms.base import Batch, StepOutput
+from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
@@ -36,6 +36,12 @@ from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
+from aerossl.engine.transfer import (
+    backbone_parameter_ids,
+    freeze_backbone,
+    frozen_norms_eval,
+    load_init,
+)
 from aerossl.errors import AerosslError, CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
@@ -109,16 +115,20 @@ def lr_factor(step: int, cfg: Config) -> float:
     return math.cos(7 * math.pi * step / (16 * t.steps))
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights of convolutions and linear layers, not on biases or norms."""
-    decay, no_decay = [], []
+def param_groups(
+    module: nn.Module, weight_decay: float, lr: float, scaled: set[int] | None = None,
+    lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Weight decay on weights of convolutions and linear layers, not on biases or norms;
+    parameters whose id is in ``scaled`` (the backbone) get learning rate ``lr * lr_scale``."""
+    groups: dict[tuple[bool, bool], list] = {  # (decayed, scaled); the first two always exist
+        (d, s): [] for s in (False, True) for d in (True, False)}
     for p in module.parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            groups[(p.ndim > 1, lr_scale != 1.0 and id(p) in (scaled or ()))].append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0,
+             "lr": lr * lr_scale if scale else lr}
+            for (decay, scale), ps in groups.items() if ps or not scale]
 
 
 def build_optimizer(
@@ -126,8 +136,10 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD (Nesterov momentum) over the trainable parameters, with the configured schedule."""
     t = cfg.train
+    backbone = backbone_parameter_ids(module.model) if hasattr(module, "model") else set()
     optimizer = torch.optim.SGD(
-        param_groups(module, t.weight_decay), lr=t.lr, momentum=t.momentum,
+        param_groups(module, t.weight_decay, t.lr, backbone, t.backbone_lr_scale),
+        lr=t.lr, momentum=t.momentum,
         nesterov=t.nesterov and t.momentum > 0,
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, cfg))
@@ -198,6 +210,10 @@ class Trainer:
         params = algo_cls.Params(**cfg.algorithm_params())
         self.views = algo_cls.views(params)
         network = build_network(cfg, self.data.num_classes, self.data.channels)
+        if cfg.model.init and not resume:  # transfer learning (on resume: from the checkpoint)
+            load_init(network, cfg.model.init, self.data.classes)
+        if cfg.model.freeze_backbone:
+            log.info("model.freeze_backbone: %d tensors frozen", freeze_backbone(network))
         if t.sync_bn and self.world_size > 1:
             network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
         if t.channels_last:
@@ -230,7 +246,10 @@ class Trainer:
         self.best_acc, self.best_step = -1.0, 0
         self.elapsed = 0.0
         self.skipped_steps = 0  # steps whose update was skipped for a non-finite loss
+        self.extra_metrics: dict[str, float] = {}  # the algorithm's, from the last evaluation
         self._setup_run_dir()
+        if not resume:
+            self.algorithm.prepare(self.run_data())
 
     # ---------------------------------------------------------------- run folder and state
 
@@ -360,11 +379,25 @@ class Trainer:
             channels_last=self.cfg.train.channels_last, task=self.data.task,
         )
 
+    def run_data(self) -> RunData:
+        """The run's images, split and inference function, for the algorithm's hooks."""
+        t = self.cfg.train
+
+        def infer(module: nn.Module, indices: np.ndarray) -> torch.Tensor:
+            return predict(module, self.data.images, indices, t.eval_batch_size, self.device,
+                           self.amp_dtype if self.amp else None, t.channels_last)
+
+        s = self.data.split
+        return RunData(self.data.images, self.data.labels, s.labeled, s.unlabeled, s.test, infer,
+                       self.data.classes)
+
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         t0 = time.perf_counter()
         batch = self.batches.next()
         t1 = time.perf_counter()
         self.algorithm.train()
+        if self.cfg.model.freeze_backbone:
+            frozen_norms_eval(self.algorithm.model)  # a frozen backbone keeps its BN statistics
         step = self.ddp if self.ddp is not None else self.algorithm.training_step
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = step(batch, ctx)
@@ -477,9 +510,13 @@ class Trainer:
             best = result.score > self.best_acc  # best_acc: best of the task's selection metric
             if best:
                 self.best_acc, self.best_step = result.score, self.step
+            self.extra_metrics = self.algorithm.extra_metrics(self.eval_network(),
+                                                              self.run_data())
             self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
                                                 **result.metrics, f"best_{result.metric}":
-                                                self.best_acc})
+                                                self.best_acc, **self.extra_metrics})
+            for k, v in self.extra_metrics.items():
+                log.info("step %d  %s %.4f", self.step, k, v)
             log.info("step %d/%d  test %s %.4f  (best %.4f at %d)", self.step,
                      self.cfg.train.steps, result.metric, result.score, self.best_acc,
                      self.best_step)
@@ -538,6 +575,7 @@ class Trainer:
             "best_acc": self.best_acc,
             "final_acc": result.score,
             "minutes": self.elapsed / 60,
+            **self.extra_metrics,
         }
         if result.metric != "acc":  # final_acc / best_acc hold this metric
             summary.update(task=self.data.task.name, metric=result.metric,

@@ -1,0 +1,118 @@
+"""SimCLR contrastive pre-training (Chen et al., ICML 2020; SimCLRv2, NeurIPS 2020).
+
+Two strong views of every unlabelled image go through the encoder ``f`` and a projection head
+``g``; with ``z = g(f(x)) / ||g(f(x))||`` for the 2N views of a batch, each view must pick out
+its partner among the 2N - 1 others (NT-Xent):
+
+    loss = -1/(2N) * sum_i log( exp(z_i . z_j(i) / tau) / sum_{k != i} exp(z_i . z_k / tau) )
+
+Labels are not used. The classifier head of the network stays untrained; at each evaluation a
+linear probe (multinomial logistic regression on the frozen, pooled features of the labelled
+images) is fitted and its test accuracy logged as ``linear_probe_acc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from aerossl.algorithms.base import (
+    Algorithm,
+    AlgorithmParams,
+    Batch,
+    RunData,
+    StepContext,
+    StepOutput,
+    ViewSpec,
+    register_algorithm,
+)
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """NT-Xent loss of two batches of projections (paired by row) and the accuracy of picking
+    the partner view."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    n = len(z1)
+    sim = z @ z.t() / temperature
+    sim.fill_diagonal_(float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner), (sim.argmax(1) == partner).float().mean()
+
+
+def linear_probe(
+    network: nn.Module, data: RunData, l2: float = 1e-2, steps: int = 100
+) -> float:
+    """Test accuracy of a logistic regression fitted (L-BFGS, L2 penalty ``l2``) on the
+    standardised frozen features of the labelled images."""
+    train_idx, test_idx = np.asarray(data.labeled), np.asarray(data.test)
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        return float("nan")
+    f_train = data.features(network, train_idx).double()
+    f_test = data.features(network, test_idx).double()
+    y_train = data.labels.cpu()[torch.as_tensor(train_idx)]
+    y_test = data.labels.cpu()[torch.as_tensor(test_idx)]
+    mean, std = f_train.mean(0), f_train.std(0, unbiased=False).clamp_min(1e-6)
+    f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
+    num_classes = len(data.classes) or int(data.labels.max()) + 1
+    w = torch.zeros(f_train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(f_train @ w + b, y_train) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return float(((f_test @ w + b).argmax(1) == y_test).double().mean())
+
+
+@register_algorithm("simclr")
+class SimCLR(Algorithm):
+    """Contrastive pre-training of the encoder on unlabelled images (no labels used)."""
+
+    class Params(AlgorithmParams):
+        temperature: float = Field(0.2, gt=0, description="temperature tau of NT-Xent")
+        projection_dim: int = Field(64, ge=1, description="output size of the projection head")
+        projection_layers: int = Field(
+            2, ge=1, description="linear layers of the projection head (hidden width = features)"
+        )
+        view: str = Field("contrastive", description="augment pipeline of the two views")
+        probe: bool = Field(True, description="fit and log a linear probe at each evaluation")
+        probe_l2: float = Field(1e-2, ge=0, description="L2 penalty of the linear probe")
+        probe_steps: int = Field(100, ge=1, description="L-BFGS iterations of the linear probe")
+
+    @classmethod
+    def views(cls, params: AlgorithmParams) -> ViewSpec:
+        return ViewSpec(labeled={}, unlabeled={"v1": params.view, "v2": params.view})
+
+    def __init__(self, model: nn.Module, params: Params, num_classes: int,
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
+        width = model.num_features
+        layers: list[nn.Module] = []
+        for _ in range(params.projection_layers - 1):
+            layers += [nn.Linear(width, width, bias=False), nn.BatchNorm1d(width),
+                       nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(width, params.projection_dim))
+        self.projector = nn.Sequential(*layers)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        v1, v2 = batch.unlabeled["v1"], batch.unlabeled["v2"]
+        z = self.projector(self.model.forward_features(torch.cat([v1, v2])))
+        loss, acc = nt_xent(*z.split([len(v1), len(v2)]), self.p.temperature)
+        return StepOutput(loss, {"loss/contrastive": loss.detach(), "contrastive_acc": acc})
+
+    def extra_metrics(self, network: nn.Module, data: RunData) -> dict[str, float]:
+        if not self.p.probe:
+            return {}
+        return {"linear_probe_acc": linear_probe(network, data, self.p.probe_l2,
+                                                 self.p.probe_steps)}
