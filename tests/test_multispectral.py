@@ -15,6 +15,7 @@ from pyproj import Transformer
 
 import aerossl
 from aerossl.augment.randaugment import RANDAUGMENT_OPS, RandAugment
+from aerossl.config import config_from_dict
 from aerossl.data import load_or_build_cache, read_image, scan_folder
 from aerossl.data.bigearthnet import (
     BIGEARTHNET_BANDS,
@@ -25,7 +26,7 @@ from aerossl.data.bigearthnet import (
 )
 from aerossl.data.geotiff import SENTINEL2_BANDS, geotiff_location, read_raster
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
-from aerossl.engine.trainer import load_run_network
+from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import DataError
 
 
@@ -268,3 +269,35 @@ def test_8_bit_gray_and_rgba_tiffs_stay_on_the_rgb_reader(tmp_path: Path) -> Non
                           names=["B02", "B03", "B04", "B08"])
     spec = resolve_band_spec([named], np.array([0]), 8)
     assert spec is not None and spec.channels == 4 and spec.band_min is None
+
+
+def test_bigearthnet_layout_trains_multilabel_with_its_labels_and_dates(tmp_path: Path) -> None:
+    """A BigEarthNet root (patch folders, no class folders) is a multi-label dataset: classes
+    from the patches' JSON labels, bands from the band files, metadata from the JSON."""
+    root = tmp_path / "BigEarthNet-v1.0"
+    label_sets = [["Mixed forest"], ["Water bodies"], ["Mixed forest", "Pastures"],
+                  ["Pastures", "Water bodies"]]
+    for i in range(16):
+        write_bigearthnet_patch(root, f"S2A_T32_{i:02d}", label_sets[i % 4], seed=i,
+                                date=f"2017-{1 + i % 12:02d}-13 10:10:32",
+                                sizes={"B02": 24, "B03": 24, "B04": 24, "B8A": 12})
+    cfg = {
+        "name": "ben", "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "data": {"root": str(root), "layout": "bigearthnet", "image_size": 16,
+                 "labels_per_class": 2, "metadata": "bigearthnet",
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"name": "cnn", "widths": [8, 16]},
+        "algorithm": {"name": "supervised"},
+        "train": {"steps": 4, "batch_size": 4, "eval_every": 4, "progress": False,
+                  "tensorboard": False, "num_threads": 1},
+        "report": [],
+    }
+    trainer = Trainer(config_from_dict(cfg))
+    assert trainer.data.task.name == "multilabel"
+    assert trainer.data.classes == ["Mixed forest", "Pastures", "Water bodies"]
+    assert trainer.data.labels.shape == (16, 3)
+    assert trainer.data.labels[2].tolist() == [1.0, 1.0, 0.0]  # patch 02: forest and pastures
+    assert trainer.data.channels == 4 and trainer.data.meta_dim == 4
+    result = trainer.fit()
+    assert result is not None and result.metric == "map_macro"
+    assert 0.0 <= result.final_acc <= 1.0

@@ -91,7 +91,11 @@ class DataConfig(_Section):
     # --- multi-label scenes (aerossl.data.multilabel) ---
     task: Literal["auto", "multiclass", "multilabel"] = Field(
         "auto", description="multiclass (one class per image) or multilabel (a set of labels per "
-        "image, sigmoid outputs); auto: multilabel when the data is a CSV manifest"
+        "image, sigmoid outputs); auto: multilabel for a CSV manifest or a BigEarthNet layout"
+    )
+    layout: Literal["classes", "bigearthnet"] = Field(
+        "classes", description="classes: one sub-folder per class (or a manifest); bigearthnet: "
+        "BigEarthNet patch folders under root, labels from each patch's JSON"
     )
     manifest: str | None = Field(
         None, description="CSV manifest 'path,labels' (labels separated by ';'), relative to "
@@ -111,7 +115,8 @@ class DataConfig(_Section):
         """``task``, or for ``auto``: multilabel for a manifest, else multiclass."""
         if self.task != "auto":
             return self.task
-        return "multilabel" if self.is_manifest() else "multiclass"
+        return ("multilabel" if self.is_manifest() or self.layout == "bigearthnet"
+                else "multiclass")
 
 
 class ModelConfig(_Section):

@@ -22,8 +22,10 @@ from aerossl.data import (
     split_from_files,
     stratified_split,
 )
+from aerossl.data.bigearthnet import scan_bigearthnet
 from aerossl.data.metadata import collect_metadata, encode_metadata
 from aerossl.data.multilabel import (
+    MultiLabelDataset,
     as_multiclass,
     as_multilabel,
     demo_multilabel_manifest,
@@ -55,6 +57,11 @@ def read_dataset(cfg: DataConfig) -> tuple[FolderDataset, Path]:
     multi-hot matrix for multilabel), and their source: the class folder or the manifest."""
     root = resolve_root(cfg.root)
     multilabel = cfg.resolved_task() == "multilabel"
+    if cfg.layout == "bigearthnet":
+        patches = scan_bigearthnet(root)
+        dataset = MultiLabelDataset.from_label_lists(patches.root, patches.patches,
+                                                     patches.labels)
+        return (dataset if multilabel else as_multiclass(dataset)), patches.root
     if not cfg.is_manifest():
         dataset = scan_folder(root)
         return (as_multilabel(dataset) if multilabel else dataset), dataset.root
