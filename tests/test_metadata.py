@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from torch import nn
 
 import aerossl
 from aerossl.algorithms import Batch, StepContext, get_algorithm
+from aerossl.algorithms.spatiotemporal import SELECTORS, SelectorName
 from aerossl.config import load_config
 from aerossl.data import scan_folder
 from aerossl.data.metadata import (
@@ -231,8 +233,98 @@ def test_spatiotemporal_student_ignores_metadata_and_is_the_evaluated_model() ->
     cls = get_algorithm("spatiotemporal")
     with pytest.raises(ConfigError, match="needs metadata: set data.metadata"):
         cls(Linear(0), cls.Params(), num_classes=3)
-    with pytest.raises(ConfigError, match="unknown selector 'flex'"):
-        cls(Linear(0), cls.Params(selector="flex"), num_classes=3, meta_dim=4)
+    with pytest.raises(ConfigError, match=r"algorithm\.selector: Input should be 'fixed', "
+                                          r"'flexmatch' or 'freematch' \(got 'flex'\)"):
+        load_config(algorithm={"name": "spatiotemporal", "selector": "flex"})
+    assert set(get_args(SelectorName)) == set(SELECTORS)
+
+
+def logit_net() -> Linear:
+    """A :class:`Linear` whose logits are the first three pixels of its 1 x 2 x 2 input."""
+    net = Linear(0)
+    with torch.no_grad():
+        net.body.weight.copy_(torch.eye(3, 4))
+        net.head.weight.copy_(torch.eye(3))
+        net.body.bias.zero_()
+        net.head.bias.zero_()
+    return net
+
+
+def logit_images(logits: torch.Tensor) -> torch.Tensor:
+    """Images (B x 1 x 2 x 2) that :func:`logit_net` maps to ``logits`` (B x 3)."""
+    return torch.cat([logits, torch.zeros(len(logits), 1)], 1).view(-1, 1, 2, 2)
+
+
+def record_masks(module: nn.Module) -> list[torch.Tensor]:
+    masks: list[torch.Tensor] = []
+    module.register_forward_hook(lambda mod, args, out: masks.append(out.clone()))
+    return masks
+
+
+@pytest.mark.parametrize(("selector", "params", "state"), [
+    ("flexmatch", {"threshold": 0.7, "threshold_warmup": True},
+     ("selected_label", "seen", "class_threshold")),
+    ("freematch", {"ema_momentum": 0.6}, ("global_threshold", "p_model", "label_hist")),
+])
+def test_adaptive_selectors_select_like_their_algorithms(
+    selector: str, params: dict, state: tuple[str, ...]
+) -> None:
+    """The teacher's probabilities through the selector give FlexMatch's / FreeMatch's masks and
+    threshold state, step after step, on the same probabilities."""
+    cls = get_algorithm("spatiotemporal")
+    st = cls(Linear(0), cls.Params(selector=selector, **params), num_classes=3, num_images=10,
+             meta_dim=4)
+    st.teacher = logit_net()
+    with torch.no_grad():  # no metadata offset: the teacher's logits are the weak images
+        st.meta_mlp.net[2].weight.zero_()
+        st.meta_mlp.net[2].bias.zero_()
+    ref_cls = get_algorithm(selector)
+    ref = ref_cls(logit_net(), ref_cls.Params(**params), num_classes=3, num_images=10)
+    st_masks, ref_masks = record_masks(st.selector), record_masks(ref.thresholds)
+
+    gen = torch.Generator().manual_seed(0)
+    for step in range(5):
+        logits = 3 * torch.randn(6, 3, generator=gen)
+        index = torch.randperm(10, generator=gen)[:6]
+        batch = Batch({"weak": logit_images(torch.randn(2, 3, generator=gen))},
+                      torch.tensor([0, 1]),
+                      {"weak": logit_images(logits), "strong": torch.randn(6, 1, 2, 2)},
+                      unlabeled_true=torch.arange(6) % 3, unlabeled_index=index,
+                      labeled_meta=torch.randn(2, 4), unlabeled_meta=torch.randn(6, 4))
+        out_st = st.training_step(batch, StepContext(step, 10))
+        out_ref = ref.training_step(batch, StepContext(step, 10))
+        assert torch.equal(st_masks[-1], ref_masks[-1]), step
+        assert torch.equal(out_st.log["mask_rate"], out_ref.log["mask_rate"]), step
+        for name in state:
+            assert torch.equal(getattr(st.selector, name), getattr(ref.thresholds, name)), name
+    masks = torch.cat(st_masks)
+    assert len(st_masks) == 5 and 0 < masks.mean() < 1  # some kept, some not
+    assert not torch.equal(st.selector.class_thresholds() if selector == "freematch"
+                           else st.selector.class_threshold, torch.zeros(3))
+
+
+@pytest.mark.parametrize("selector", ["flexmatch", "freematch"])
+def test_adaptive_selector_state_is_checkpointed_and_frozen_in_eval(selector: str) -> None:
+    algo = make_spatiotemporal(selector=selector, threshold=0.5, ema_momentum=0.5)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        algo.selector(torch.softmax(3 * torch.randn(5, 3, generator=gen), 1),
+                      torch.randperm(10, generator=gen)[:5])
+    keys = {k.removeprefix("selector.") for k in algo.state_dict() if k.startswith("selector.")}
+    assert keys == ({"selected_label", "seen", "class_threshold"} if selector == "flexmatch"
+                    else {"global_threshold", "p_model", "label_hist"})
+    other = make_spatiotemporal(selector=selector, threshold=0.5, ema_momentum=0.5)
+    assert any(not torch.equal(algo.state_dict()[f"selector.{k}"],
+                               other.state_dict()[f"selector.{k}"]) for k in keys)
+    other.load_state_dict(algo.state_dict())
+    probs, index = torch.softmax(3 * torch.randn(5, 3, generator=gen), 1), torch.arange(5)
+    assert torch.equal(other.selector(probs, index), algo.selector(probs, index))
+    for k in keys:
+        assert torch.equal(other.state_dict()[f"selector.{k}"], algo.state_dict()[f"selector.{k}"])
+    before = {k: v.clone() for k, v in algo.state_dict().items()}
+    algo.eval()
+    algo.selector(probs, index)
+    assert all(torch.equal(v, algo.state_dict()[k]) for k, v in before.items())
 
 
 def informative_csv(root: Path, path: Path) -> Path:

@@ -230,21 +230,22 @@ def test_flexmatch_learning_effect_and_convex_thresholds_from_a_hand_built_buffe
 
 def test_flexmatch_update_remembers_confident_predictions_only() -> None:
     algo = make("flexmatch", FixedLogits({}), num_images=10)
-    algo.selected_label.copy_(torch.tensor([0, 0, 0, 1, 1, -1, -1, -1, -1, 2]))
-    algo.seen.fill_(True)
-    algo.update_thresholds(torch.tensor([5, 6, 0]), torch.tensor([0.97, 0.5, 0.99]),
+    algo.thresholds.selected_label.copy_(torch.tensor([0, 0, 0, 1, 1, -1, -1, -1, -1, 2]))
+    algo.thresholds.seen.fill_(True)
+    algo.thresholds.update(torch.tensor([5, 6, 0]), torch.tensor([0.97, 0.5, 0.99]),
                            torch.tensor([2, 1, 1]))
-    assert algo.selected_label.tolist() == [1, 0, 0, 1, 1, 2, -1, -1, -1, 2]
+    assert algo.thresholds.selected_label.tolist() == [1, 0, 0, 1, 1, 2, -1, -1, -1, 2]
     # counts (2, 3, 2), 3 unused -> beta (2/3, 1, 2/3) -> M = (0.5, 1, 0.5)
-    assert torch.allclose(algo.class_threshold, 0.95 * torch.tensor([0.5, 1.0, 0.5]))
-    assert {"selected_label", "seen", "class_threshold"} <= set(algo.state_dict())
+    assert torch.allclose(algo.thresholds.class_threshold, 0.95 * torch.tensor([0.5, 1.0, 0.5]))
+    assert {"thresholds.selected_label", "thresholds.seen",
+            "thresholds.class_threshold"} <= set(algo.state_dict())
 
 
 def test_flexmatch_masks_with_the_thresholds_before_this_steps_update() -> None:
     table = {0.1: [2.0, 0.0, 0.0], 0.2: [3.0, 0.0, 0.0], 0.3: [0.0, 0.4, 0.0],
              0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
     algo = make("flexmatch", FixedLogits(table), num_images=4)
-    algo.class_threshold.copy_(torch.tensor([0.5, 0.5, 0.5]))
+    algo.thresholds.class_threshold.copy_(torch.tensor([0.5, 0.5, 0.5]))
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
                   unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
                   unlabeled_true=torch.tensor([0, 1]), unlabeled_index=torch.tensor([1, 3]))
@@ -253,9 +254,9 @@ def test_flexmatch_masks_with_the_thresholds_before_this_steps_update() -> None:
     assert out.log["mask_rate"].item() == 0.5
     assert math.isclose(out.log["loss/unsup"].item(), ce(table[0.4], 0) / 2, rel_tol=1e-5)
     # A is below tau = 0.95, so nothing is remembered; both count as unused -> thresholds 0
-    assert algo.selected_label.tolist() == [-1, -1, -1, -1]
-    assert algo.seen.tolist() == [False, True, False, True]
-    assert torch.equal(algo.class_threshold, torch.zeros(3))
+    assert algo.thresholds.selected_label.tolist() == [-1, -1, -1, -1]
+    assert algo.thresholds.seen.tolist() == [False, True, False, True]
+    assert torch.equal(algo.thresholds.class_threshold, torch.zeros(3))
 
 
 # ------------------------------------------------------------------------------ FreeMatch
@@ -263,15 +264,15 @@ def test_flexmatch_masks_with_the_thresholds_before_this_steps_update() -> None:
 
 def test_freematch_ema_update_and_class_thresholds_by_hand() -> None:
     algo = make("freematch", FixedLogits({}), ema_momentum=0.9)
-    assert math.isclose(algo.global_threshold.item(), 1 / 3, rel_tol=1e-6)
-    algo.update_thresholds(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    assert math.isclose(algo.thresholds.global_threshold.item(), 1 / 3, rel_tol=1e-6)
+    algo.thresholds.update(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
     tau = 0.9 / 3 + 0.1 * 0.65
     p_model = [0.9 / 3 + 0.1 * v for v in (0.4, 0.25, 0.35)]
     hist = [0.9 / 3 + 0.1 * v for v in (0.5, 0.0, 0.5)]
-    assert math.isclose(algo.global_threshold.item(), tau, rel_tol=1e-6)
-    assert torch.allclose(algo.p_model, torch.tensor(p_model))
-    assert torch.allclose(algo.label_hist, torch.tensor(hist))
-    assert torch.allclose(algo.class_thresholds(),
+    assert math.isclose(algo.thresholds.global_threshold.item(), tau, rel_tol=1e-6)
+    assert torch.allclose(algo.thresholds.p_model, torch.tensor(p_model))
+    assert torch.allclose(algo.thresholds.label_hist, torch.tensor(hist))
+    assert torch.allclose(algo.thresholds.class_thresholds(),
                           torch.tensor([v / max(p_model) * tau for v in p_model]))
 
 

@@ -60,8 +60,8 @@ def test_flexmatch_resume_is_exact_including_its_buffers(five_classes: Path,
 
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["algorithm"]
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["algorithm"]
-    assert {"selected_label", "seen", "class_threshold"} <= set(a)
-    assert (a["selected_label"] >= 0).any() or a["seen"].any()  # the buffers were used
+    assert {"thresholds.selected_label", "thresholds.seen", "thresholds.class_threshold"} <= set(a)
+    assert (a["thresholds.selected_label"] >= 0).any() or a["thresholds.seen"].any()  # used
     for key, value in a.items():
         assert torch.equal(value, b[key]), key
     assert resumed.final_acc == full.final_acc

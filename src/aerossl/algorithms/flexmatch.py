@@ -50,6 +50,40 @@ def convex_threshold(tau: float, beta: Tensor) -> Tensor:
     return tau * beta / (2 - beta)
 
 
+class FlexThresholds(nn.Module):
+    """FlexMatch's class-wise thresholds ``T_c`` and their state, for any pseudo-labelling method.
+
+    Called as ``thresholds(probs, index) -> mask``: 1 where ``max p >= T_argmax p`` with the
+    thresholds from before this batch; then, in training mode and with dataset ``index``es, the
+    batch's confident predictions are remembered and ``T_c`` recomputed. The state (remembered
+    class per image, seen images, ``T_c``) lives in buffers, so it is checkpointed.
+    """
+
+    def __init__(self, num_classes: int, num_images: int, tau: float, warmup: bool) -> None:
+        super().__init__()
+        self.num_classes, self.tau, self.warmup = num_classes, tau, warmup
+        self.register_buffer("selected_label", torch.full((num_images,), -1, dtype=torch.long))
+        self.register_buffer("seen", torch.zeros(num_images, dtype=torch.bool))
+        self.register_buffer("class_threshold", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def update(self, index: Tensor, confidence: Tensor, pseudo: Tensor) -> None:
+        """Remember confident predictions of the images ``index`` and recompute ``T_c``."""
+        self.seen[index] = True
+        confident = confidence >= self.tau
+        self.selected_label[index[confident]] = pseudo[confident]
+        beta = learning_effect(self.selected_label, self.seen, self.num_classes, self.warmup)
+        self.class_threshold.copy_(convex_threshold(self.tau, beta))
+
+    def forward(self, probs: Tensor, index: Tensor | None) -> Tensor:
+        """Mask (B) of the arg-max pseudo-labels of ``probs`` (B x K); updates when training."""
+        confidence, pseudo = probs.max(dim=1)
+        mask = (confidence >= self.class_threshold[pseudo]).float()
+        if self.training and index is not None:
+            self.update(index, confidence, pseudo)
+        return mask
+
+
 @register_algorithm("flexmatch")
 class FlexMatch(Algorithm):
     """FixMatch with class-wise thresholds that follow each class's learning status."""
@@ -64,23 +98,12 @@ class FlexMatch(Algorithm):
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        self.register_buffer("selected_label", torch.full((self.num_images,), -1, dtype=torch.long))
-        self.register_buffer("seen", torch.zeros(self.num_images, dtype=torch.bool))
-        self.register_buffer("class_threshold", torch.zeros(num_classes))
+        self.thresholds = FlexThresholds(num_classes, self.num_images, params.threshold,
+                                         params.threshold_warmup)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
         return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
-
-    @torch.no_grad()
-    def update_thresholds(self, index: Tensor, confidence: Tensor, pseudo: Tensor) -> None:
-        """Remember confident predictions of the images ``index`` and recompute ``T_c``."""
-        self.seen[index] = True
-        confident = confidence >= self.p.threshold
-        self.selected_label[index[confident]] = pseudo[confident]
-        beta = learning_effect(self.selected_label, self.seen, self.num_classes,
-                               self.p.threshold_warmup)
-        self.class_threshold.copy_(convex_threshold(self.p.threshold, beta))
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
@@ -92,16 +115,14 @@ class FlexMatch(Algorithm):
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
-        confidence, pseudo = probs.max(dim=1)
-        mask = (confidence >= self.class_threshold[pseudo]).float()
-        if self.training and batch.unlabeled_index is not None:
-            self.update_thresholds(batch.unlabeled_index, confidence, pseudo)
+        pseudo = probs.argmax(dim=1)
+        mask = self.thresholds(probs, batch.unlabeled_index)
         loss_unsup = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none")
                       * mask).mean()
 
         loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
-               "threshold/mean": self.class_threshold.mean(),
-               "threshold/min": self.class_threshold.min()}
+               "threshold/mean": self.thresholds.class_threshold.mean(),
+               "threshold/min": self.thresholds.class_threshold.min()}
         log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
         return StepOutput(loss, log)

@@ -57,6 +57,43 @@ def fairness_loss(logits_strong: Tensor, mask: Tensor, p_model: Tensor,
     return (target * torch.log(mean + 1e-12)).sum()
 
 
+class FreeThresholds(nn.Module):
+    """FreeMatch's self-adaptive thresholds and their EMAs, for any pseudo-labelling method.
+
+    Called as ``thresholds(probs, index=None) -> mask``: in training mode one EMA step on the
+    batch's predictions first, then 1 where ``max q >= T_argmax q``. The EMAs (``tau``, ``p~``,
+    ``h~``) live in buffers, so they are checkpointed.
+    """
+
+    def __init__(self, num_classes: int, momentum: float) -> None:
+        super().__init__()
+        self.num_classes, self.momentum = num_classes, momentum
+        self.register_buffer("global_threshold", torch.tensor(1.0 / num_classes))
+        self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("label_hist", torch.full((num_classes,), 1.0 / num_classes))
+
+    @torch.no_grad()
+    def update(self, probs: Tensor) -> None:
+        """One EMA step of ``tau``, ``p~`` and ``h~`` from a batch of weak-view predictions."""
+        m = self.momentum
+        confidence, pseudo = probs.max(dim=1)
+        hist = torch.bincount(pseudo, minlength=self.num_classes).float() / len(probs)
+        self.global_threshold.mul_(m).add_(confidence.mean(), alpha=1 - m)
+        self.p_model.mul_(m).add_(probs.mean(0), alpha=1 - m)
+        self.label_hist.mul_(m).add_(hist, alpha=1 - m)
+
+    def class_thresholds(self) -> Tensor:
+        """``T_c = p~_c / max p~ * tau``."""
+        return self.p_model / self.p_model.max() * self.global_threshold
+
+    def forward(self, probs: Tensor, index: Tensor | None = None) -> Tensor:
+        """Mask (B) of the arg-max pseudo-labels of ``probs`` (B x K); updates when training."""
+        if self.training:
+            self.update(probs)
+        confidence, pseudo = probs.max(dim=1)
+        return (confidence >= self.class_thresholds()[pseudo]).float()
+
+
 @register_algorithm("freematch")
 class FreeMatch(Algorithm):
     """FixMatch with a self-adaptive global threshold modulated per class."""
@@ -73,27 +110,11 @@ class FreeMatch(Algorithm):
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        self.register_buffer("global_threshold", torch.tensor(1.0 / num_classes))
-        self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
-        self.register_buffer("label_hist", torch.full((num_classes,), 1.0 / num_classes))
+        self.thresholds = FreeThresholds(num_classes, params.ema_momentum)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
         return ViewSpec(labeled={"weak": "weak"}, unlabeled={"weak": "weak", "strong": "strong"})
-
-    @torch.no_grad()
-    def update_thresholds(self, probs: Tensor) -> None:
-        """One EMA step of ``tau``, ``p~`` and ``h~`` from a batch of weak-view predictions."""
-        m = self.p.ema_momentum
-        confidence, pseudo = probs.max(dim=1)
-        hist = torch.bincount(pseudo, minlength=self.num_classes).float() / len(probs)
-        self.global_threshold.mul_(m).add_(confidence.mean(), alpha=1 - m)
-        self.p_model.mul_(m).add_(probs.mean(0), alpha=1 - m)
-        self.label_hist.mul_(m).add_(hist, alpha=1 - m)
-
-    def class_thresholds(self) -> Tensor:
-        """``T_c = p~_c / max p~ * tau``."""
-        return self.p_model / self.p_model.max() * self.global_threshold
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
@@ -105,19 +126,17 @@ class FreeMatch(Algorithm):
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
-        if self.training:
-            self.update_thresholds(probs)
-        confidence, pseudo = probs.max(dim=1)
-        thresholds = self.class_thresholds()
-        mask = (confidence >= thresholds[pseudo]).float()
+        pseudo = probs.argmax(dim=1)
+        mask = self.thresholds(probs)
+        state = self.thresholds
         loss_unsup = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none")
                       * mask).mean()
-        loss_fair = fairness_loss(logits_strong, mask, self.p_model, self.label_hist)
+        loss_fair = fairness_loss(logits_strong, mask, state.p_model, state.label_hist)
 
         loss = (loss_sup + self.p.lambda_u * loss_unsup + self.p.fairness_weight * loss_fair
                 + self.entropy_loss(logits_strong))
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
-               "loss/fairness": loss_fair.detach(), "threshold/global": self.global_threshold,
-               "threshold/min": thresholds.min()}
+               "loss/fairness": loss_fair.detach(), "threshold/global": state.global_threshold,
+               "threshold/min": state.class_thresholds().min()}
         log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
         return StepOutput(loss, log)

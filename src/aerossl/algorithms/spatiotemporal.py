@@ -17,15 +17,19 @@ Only the student is evaluated and exported (``eval_model``): prediction needs no
 
 Pseudo-label selection is a module in :data:`SELECTORS` (``Params.selector``), called with the
 teacher's probabilities and the images' dataset indices and returning a per-image weight in
-[0, 1]. ``fixed`` is FixMatch's threshold. A class-adaptive rule (FlexMatch's per-class
-learning effect over ``num_images`` predictions, FreeMatch's self-adaptive threshold) plugs in
-by registering a selector with the same call; its running state lives in buffers, so it is
-checkpointed with the algorithm.
+[0, 1]: ``fixed`` is FixMatch's threshold ``tau``; ``flexmatch`` FlexMatch's class-wise
+thresholds from each class's learning effect over the ``num_images`` remembered predictions
+(:class:`~aerossl.algorithms.flexmatch.FlexThresholds`, upper threshold ``tau``,
+``threshold_warmup``); ``freematch`` FreeMatch's self-adaptive thresholds
+(:class:`~aerossl.algorithms.freematch.FreeThresholds`, EMA momentum ``ema_momentum``). The
+modules are the ones those algorithms use; their running state lives in buffers under
+``selector.``, so it is checkpointed with the algorithm.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -45,24 +49,33 @@ from aerossl.algorithms.base import (
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.flexmatch import FlexThresholds
+from aerossl.algorithms.freematch import FreeThresholds
 from aerossl.errors import ConfigError
 
 
 class FixedThreshold(nn.Module):
     """FixMatch's selection: weight 1 where the confidence reaches ``threshold``, else 0."""
 
-    def __init__(self, params: AlgorithmParams, num_classes: int, num_images: int) -> None:
+    def __init__(self, threshold: float) -> None:
         super().__init__()
-        self.threshold = params.threshold
+        self.threshold = threshold
 
     def forward(self, probs: Tensor, index: Tensor | None) -> Tensor:
         """Per-image weights of the arg-max pseudo-labels of ``probs`` (B x K)."""
         return (probs.max(dim=1).values >= self.threshold).float()
 
 
-SELECTORS: dict[str, type[nn.Module]] = {"fixed": FixedThreshold}
-"""Pseudo-label selection rules: ``cls(params, num_classes, num_images)``, then
-``selector(probs, unlabeled_index) -> weights``."""
+SelectorName = Literal["fixed", "flexmatch", "freematch"]
+
+SELECTORS: dict[str, Callable[[AlgorithmParams, int, int], nn.Module]] = {
+    "fixed": lambda p, num_classes, num_images: FixedThreshold(p.threshold),
+    "flexmatch": lambda p, num_classes, num_images: FlexThresholds(
+        num_classes, num_images, p.threshold, p.threshold_warmup),
+    "freematch": lambda p, num_classes, num_images: FreeThresholds(num_classes, p.ema_momentum),
+}
+"""Pseudo-label selection rules: ``make(params, num_classes, num_images)`` gives a module
+called as ``selector(probs, unlabeled_index) -> weights``."""
 
 
 class MetadataMLP(nn.Module):
@@ -91,7 +104,16 @@ class Spatiotemporal(Algorithm):
             "mse", description="distillation loss at the injection point: mse or 1 - cosine"
         )
         meta_hidden: int = Field(64, ge=1, description="hidden width of the metadata MLP")
-        selector: str = Field("fixed", description="pseudo-label selection rule (see SELECTORS)")
+        selector: SelectorName = Field(
+            "fixed", description="pseudo-label selection: fixed (FixMatch), flexmatch, freematch"
+        )
+        threshold_warmup: bool = Field(
+            True, description="count unused images in the normaliser (FlexMatch's warm-up; "
+            "selector flexmatch)"
+        )
+        ema_momentum: float = Field(
+            0.999, ge=0, lt=1, description="momentum m of the threshold EMAs (selector freematch)"
+        )
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
@@ -99,9 +121,6 @@ class Spatiotemporal(Algorithm):
         if self.meta_dim <= 0:
             raise ConfigError("algorithm 'spatiotemporal' needs metadata: set data.metadata "
                               "(csv, bigearthnet or geotiff)")
-        if params.selector not in SELECTORS:
-            raise ConfigError(f"algorithm 'spatiotemporal': unknown selector {params.selector!r} "
-                              f"(available: {', '.join(SELECTORS)})")
         self.teacher = copy.deepcopy(model)
         self.meta_mlp = MetadataMLP(self.meta_dim, params.meta_hidden, model.num_features)
         self.selector = SELECTORS[params.selector](params, num_classes, self.num_images)
