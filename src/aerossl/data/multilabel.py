@@ -32,7 +32,7 @@ import numpy as np
 
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
 from aerossl.data.folder import FolderDataset
-from aerossl.data.splits import Split, _check_fraction, _read_names, _sorted_idx
+from aerossl.data.splits import Split, _check_fraction, _sorted_idx, read_split_files
 from aerossl.errors import DataError
 
 logger = logging.getLogger("aerossl")
@@ -254,19 +254,9 @@ def multilabel_split_from_files(
     line relative to ``dataset.root``; without a test file ``round(test_fraction * N)`` of the
     images not labelled are drawn as test. Unlabelled = every non-test image."""
     _check_fraction(test_fraction)
-    labeled, labeled_lines = _read_names(labeled_names_file, dataset)
+    labeled, test_idx = read_split_files(dataset, labeled_names_file, test_names_file)
     n = len(dataset.files)
-    if test_names_file is not None:
-        test, test_lines = _read_names(test_names_file, dataset)
-        both = sorted(set(labeled_lines) & set(test_lines))
-        if both:
-            i = both[0]
-            raise DataError(
-                f"{labeled_names_file}:{labeled_lines[i]}: '{dataset.files[i]}' is also in the "
-                f"test file {test_names_file}:{test_lines[i]}; a labelled image must not be a "
-                "test image - remove it from one file")
-        test_idx = _sorted_idx(test)
-    else:
+    if test_idx is None:
         pool = np.setdiff1d(np.arange(n), labeled)
         pool = np.random.default_rng(seed).permutation(pool)
         test_idx = _sorted_idx(pool[: min(round(test_fraction * n), len(pool))])

@@ -161,6 +161,26 @@ def _read_names(names_file: str | Path, dataset: FolderDataset) -> tuple[list[in
     return found, lines
 
 
+def read_split_files(
+    dataset: FolderDataset, labeled_names_file: str | Path, test_names_file: str | Path | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of the images a labelled file (and a test file, if given: else None) names;
+    an image in both files is a DataError naming both lines."""
+    labeled, labeled_lines = _read_names(labeled_names_file, dataset)
+    if test_names_file is None:
+        return labeled, None
+    test, test_lines = _read_names(test_names_file, dataset)
+    both = sorted(set(labeled_lines) & set(test_lines))
+    if both:
+        i = both[0]
+        raise DataError(
+            f"{labeled_names_file}:{labeled_lines[i]}: '{dataset.files[i]}' is also in the "
+            f"test file {test_names_file}:{test_lines[i]} ({len(both)} images are in "
+            "both); a labelled image must not be a test image - remove it from one file"
+        )
+    return labeled, _sorted_idx(test)
+
+
 def split_from_files(
     dataset: FolderDataset,
     labeled_names_file: str | Path,
@@ -176,20 +196,9 @@ def split_from_files(
     most all) from those not labelled. Unlabelled = every non-test image.
     """
     _check_fraction(test_fraction)
-    labeled, labeled_lines = _read_names(labeled_names_file, dataset)
+    labeled, test_idx = read_split_files(dataset, labeled_names_file, test_names_file)
     n = len(dataset.files)
-    if test_names_file is not None:
-        test, test_lines = _read_names(test_names_file, dataset)
-        both = sorted(set(labeled_lines) & set(test_lines))
-        if both:
-            i = both[0]
-            raise DataError(
-                f"{labeled_names_file}:{labeled_lines[i]}: '{dataset.files[i]}' is also in the "
-                f"test file {test_names_file}:{test_lines[i]} ({len(both)} images are in "
-                "both); a labelled image must not be a test image - remove it from one file"
-            )
-        test_idx = _sorted_idx(test)
-    else:
+    if test_idx is None:
         rng = np.random.default_rng(seed)
         is_labeled = np.zeros(n, dtype=bool)
         is_labeled[labeled] = True
