@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,30 @@ def write_image(
     save_kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     img.save(path, **save_kwargs)
     return path
+
+
+def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:
+    """A tiny, fast run config (32 px, small CNN, 12 steps); ``section__key=value`` overrides."""
+    cfg = {
+        "name": algorithm,
+        "output_dir": str(out),
+        "seed": 0,
+        "data": {"root": str(root), "image_size": 32, "labels_per_class": 4},
+        "model": {"name": "cnn", "widths": [16, 32, 64]},
+        "algorithm": {"name": algorithm},
+        "train": {"steps": 12, "batch_size": 10, "mu": 2, "eval_every": 6, "log_every": 3,
+                  "progress": False, "tensorboard": False, "lr": 0.05},
+        "report": [],
+    }
+    for key, value in extra.items():
+        section, field = key.split("__")
+        cfg[section][field] = value
+    return cfg
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_metrics, small_config
 
 import aerossl
 from aerossl.cli import main
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
-
-
-def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:
-    cfg = {
-        "name": algorithm,
-        "output_dir": str(out),
-        "seed": 0,
-        "data": {"root": str(root), "image_size": 32, "labels_per_class": 4},
-        "model": {"name": "cnn", "widths": [16, 32, 64]},
-        "algorithm": {"name": algorithm},
-        "train": {"steps": 12, "batch_size": 10, "mu": 2, "eval_every": 6, "log_every": 3,
-                  "progress": False, "tensorboard": False, "lr": 0.05},
-        "report": [],
-    }
-    for key, value in extra.items():
-        section, field = key.split("__")
-        cfg[section][field] = value
-    return cfg
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_supervised_learns_on_real_images(five_classes: Path, tmp_path: Path) -> None:

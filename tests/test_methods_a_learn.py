@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_config
 
 import aerossl
 from aerossl.cli import main
@@ -16,24 +17,6 @@ from aerossl.engine.trainer import Trainer
 
 METHODS = ["pseudo_label", "pi_model", "mean_teacher", "vat", "uda"]
 CONFIGS = Path(aerossl.__file__).parent / "configs"
-
-
-def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:
-    cfg = {
-        "name": algorithm,
-        "output_dir": str(out),
-        "seed": 0,
-        "data": {"root": str(root), "image_size": 32, "labels_per_class": 4},
-        "model": {"name": "cnn", "widths": [16, 32, 64]},
-        "algorithm": {"name": algorithm},
-        "train": {"steps": 12, "batch_size": 10, "mu": 2, "eval_every": 6, "log_every": 3,
-                  "progress": False, "tensorboard": False, "lr": 0.05},
-        "report": [],
-    }
-    for key, value in extra.items():
-        section, field = key.split("__")
-        cfg[section][field] = value
-    return cfg
 
 
 def train_rows(run_dir: Path) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import read_metrics, small_config
+from conftest import read_metrics, small_config
 
 import aerossl
 from aerossl.api import CONFIG_DIR
