@@ -154,6 +154,25 @@ class Algorithm(nn.Module):
             # running mean of the model's predictions on unlabelled images (ReMixMatch's DA)
             self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
 
+    def weak_strong_logits(
+        self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits of the labelled, weak and strong views, for weak-to-strong methods.
+
+        The weak view's logits carry no gradient: by default it runs without autograd and the
+        labelled and strong views share one forward; ``joint`` runs all three in one forward
+        (batch norm sees them together, as the reference code does).
+        """
+        n, m = len(x), len(u_strong)
+        if joint:
+            logits_x, logits_weak, logits_strong = self.model(
+                torch.cat([x, u_weak, u_strong])).split([n, len(u_weak), m])
+            return logits_x, logits_weak.detach(), logits_strong
+        with torch.no_grad():
+            logits_weak = self.model(u_weak)
+        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, m])
+        return logits_x, logits_weak, logits_strong
+
     # ------------------------------------------------------------ options any method can use
 
     def mix_labeled(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -46,16 +46,8 @@ class FixMatch(Algorithm):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
-        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        n = len(x)
-        if self.p.joint_batch:
-            logits = self.model(torch.cat([x, u_weak, u_strong]))
-            logits_x, logits_weak, logits_strong = logits.split([n, len(u_weak), len(u_strong)])
-            logits_weak = logits_weak.detach()
-        else:
-            with torch.no_grad():
-                logits_weak = self.model(u_weak)
-            logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, len(u_strong)])
+        logits_x, logits_weak, logits_strong = self.weak_strong_logits(
+            x, batch.unlabeled["weak"], batch.unlabeled["strong"], joint=self.p.joint_batch)
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))

@@ -118,11 +118,8 @@ class FreeMatch(Algorithm):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
-        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        n = len(x)
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, len(u_strong)])
+        logits_x, logits_weak, logits_strong = self.weak_strong_logits(
+            x, batch.unlabeled["weak"], batch.unlabeled["strong"])
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
