@@ -194,21 +194,21 @@ def test_ccssl_config_must_declare_the_contrast_pipeline() -> None:
 def test_colour_jitter_and_grayscale_work_on_any_channel_count() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 4, 8, 8, generator=g)
-    gray = build_pipeline([{"name": "grayscale", "p": 1.0}])(x, g)
+    gray = build_pipeline([{"name": "random_grayscale", "p": 1.0}])(x, g)
     assert torch.allclose(gray, x.mean(1, keepdim=True).expand_as(x))
-    assert torch.equal(build_pipeline([{"name": "grayscale", "p": 0.0}])(x, g), x)
-    jitter = build_pipeline([{"name": "colorjitter", "p": 0.0}])
+    assert torch.equal(build_pipeline([{"name": "random_grayscale", "p": 0.0}])(x, g), x)
+    jitter = build_pipeline([{"name": "color_jitter", "p": 0.0}])
     assert torch.allclose(jitter(x, g), x, atol=1e-6)
-    op = build_pipeline([{"name": "colorjitter", "brightness": 0.5, "contrast": 0.0,
-                          "saturation": 0.0, "p": 1.0}]).ops[0]
+    op = build_pipeline([{"name": "color_jitter", "brightness": 0.5, "contrast": 0.0,
+                          "saturation": 0.0, "hue": 0.0, "p": 1.0}]).ops[0]
     params = op.sample(6, g)
     assert ((params["brightness"] >= 0.5) & (params["brightness"] <= 1.5)).all()
     assert torch.equal(params["contrast"], torch.ones(6))
     out = op.apply(x, params)
-    assert torch.allclose(out, (x * params["brightness"].view(-1, 1, 1, 1)).clamp(0, 1))
+    assert torch.allclose(out, (x * params["brightness"].float().view(-1, 1, 1, 1)).clamp(0, 1))
     assert out.min() >= 0 and out.max() <= 1
-    with pytest.raises(ConfigError, match="colorjitter"):
-        build_pipeline([{"name": "colorjitter", "brightness": 2.0}])
+    with pytest.raises(ConfigError, match="color_jitter"):
+        build_pipeline([{"name": "color_jitter", "brightness": 2.0}])
 
 
 # ------------------------------------------------------------------------------ FlexMatch

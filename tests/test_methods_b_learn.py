@@ -17,7 +17,7 @@ from aerossl.config import STRONG, WEAK
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
 
-CONTRAST = [*WEAK, "colorjitter", "grayscale", "cutout"]
+CONTRAST = [*WEAK, "color_jitter", "random_grayscale", "cutout"]
 
 
 def train_rows(result) -> list[dict]:

@@ -5,7 +5,6 @@ every op (and ``Compose``) has ``sample(batch_size, generator)`` → params, ``a
 and ``op(x, generator)``. New ops register with ``@register_augmentation("name")``.
 """
 
-from aerossl.augment import contrastive  # noqa: F401  (registration: SimCLR views)
 from aerossl.augment.base import (
     AUGMENTATIONS,
     Augmentation,
@@ -15,7 +14,7 @@ from aerossl.augment.base import (
     create_augmentation,
     register_augmentation,
 )
-from aerossl.augment.colour import ColorJitter, Grayscale
+from aerossl.augment.contrastive import ColorJitter, GaussianBlur, RandomGrayscale, ResizedCrop
 from aerossl.augment.ops import Crop, Cutout, Flip, Rot90
 from aerossl.augment.randaugment import RANDAUGMENT_OPS, RandAugment
 
@@ -28,9 +27,11 @@ __all__ = [
     "Crop",
     "Cutout",
     "Flip",
-    "Grayscale",
+    "GaussianBlur",
     "Params",
     "RandAugment",
+    "RandomGrayscale",
+    "ResizedCrop",
     "Rot90",
     "build_pipeline",
     "create_augmentation",
