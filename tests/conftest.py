@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
+from torch import nn
 
 _SRC = Path(__file__).resolve().parents[1] / "src"
 if str(_SRC) not in sys.path:
@@ -69,6 +71,19 @@ def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of a run's metrics.jsonl."""
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+class FixedLogits(nn.Module):
+    """A 'model' that returns prescribed logits per input row (keyed by the first pixel)."""
+
+    def __init__(self, table: dict[float, list[float]]) -> None:
+        super().__init__()
+        self.table = table
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = [self.table[round(float(v), 3)] for v in x[:, 0, 0, 0]]
+        return torch.tensor(rows) * self.scale
 
 
 @pytest.fixture

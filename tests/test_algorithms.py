@@ -5,22 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-
-
-class FixedLogits(nn.Module):
-    """A 'model' that returns prescribed logits per input row (keyed by the first pixel)."""
-
-    def __init__(self, table: dict[float, list[float]]) -> None:
-        super().__init__()
-        self.table = table
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = [self.table[round(float(v), 3)] for v in x[:, 0, 0, 0]]
-        return torch.tensor(rows) * self.scale
 
 
 def image(v: float) -> torch.Tensor:

@@ -6,25 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm, mix_batch, sigmoid_rampup
 from aerossl.algorithms.uda import sharpen, tsa_threshold
 from aerossl.algorithms.utils import frozen_bn_stats, ramped_weight
 from aerossl.algorithms.vat import adversarial_direction, l2_normalize
-
-
-class FixedLogits(nn.Module):
-    """A 'model' that returns prescribed logits per input row (keyed by the first pixel)."""
-
-    def __init__(self, table: dict[float, list[float]]) -> None:
-        super().__init__()
-        self.table = table
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = [self.table[round(float(v), 3)] for v in x[:, 0, 0, 0]]
-        return torch.tensor(rows) * self.scale
 
 
 def image(*values: float) -> torch.Tensor:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm
@@ -19,19 +20,6 @@ from aerossl.config import config_from_dict
 from aerossl.errors import ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
-
-
-class FixedLogits(nn.Module):
-    """A 'model' that returns prescribed logits per input row (keyed by the first pixel)."""
-
-    def __init__(self, table: dict[float, list[float]]) -> None:
-        super().__init__()
-        self.table = table
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = [self.table[round(float(v), 3)] for v in x[:, 0, 0, 0]]
-        return torch.tensor(rows) * self.scale
 
 
 def image(*values: float) -> torch.Tensor:
