@@ -117,11 +117,11 @@ def outside_model_share(run_dir: Path) -> float:
 
 def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
     """Render the results as Markdown."""
-    rows, acc = [], {m: [] for m in args.methods}
+    rows, acc = [], {m: {} for m in args.methods}  # method -> seed -> final accuracy
     for run_dir in dirs:
         s = json.loads((run_dir / "summary.json").read_text())
         last = last_train_row(run_dir)
-        acc[s["algorithm"]].append(s["final_acc"])
+        acc[s["algorithm"]][s["seed"]] = s["final_acc"]
         mask = last.get("mask_rate")
         pl = last.get("pseudo_acc")
         rows.append(
@@ -131,7 +131,7 @@ def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
             f"{'' if pl is None else f'{100 * pl:.1f}'} | "
             f"{100 * outside_model_share(run_dir):.1f}% |"
         )
-    mean = {m: 100 * sum(v) / len(v) for m, v in acc.items() if v}
+    mean = {m: 100 * sum(v.values()) / len(v) for m, v in acc.items() if v}
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     configs = ", ".join(f"`ucmerced_{m}`" for m in args.methods)
     title = ("supervised-only vs FixMatch" if set(args.methods) == set(DEFAULT_METHODS)
@@ -160,13 +160,15 @@ def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "| method | mean final acc | minus supervised |",
-        "|---|---|---|",
+        "| method | mean final acc | seeds | minus supervised (same seeds) |",
+        "|---|---|---|---|",
     ]
-    base = mean.get("supervised")
+    sup = acc.get("supervised", {})
     for m, v in sorted(mean.items(), key=lambda kv: -kv[1]):
-        delta = "" if base is None else f"{v - base:+.1f}"
-        lines.append(f"| {m} | **{v:.1f}** | {delta} |")
+        seeds = sorted(acc[m])
+        paired = [100 * (acc[m][k] - sup[k]) for k in seeds if k in sup]
+        delta = f"{sum(paired) / len(paired):+.1f}" if paired and m != "supervised" else ""
+        lines.append(f"| {m} | **{v:.1f}** | {', '.join(map(str, seeds))} | {delta} |")
     return "\n".join(lines) + "\n"
 
 
