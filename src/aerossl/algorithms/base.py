@@ -276,6 +276,13 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """``mean(mask * CE(logits, targets))`` over the batch: hard pseudo-labels weighted per image
+    (0 for rejected ones), averaged over all images as in FixMatch."""
+    ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (ce * mask).mean()
+
+
 def mix_batch(x: Tensor, targets: Tensor, mode: str, alpha: float) -> tuple[Tensor, Tensor]:
     """MixUp (convex combination) or CutMix (pasted box) of a batch with a shuffled copy.
 

@@ -31,6 +31,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -96,7 +97,7 @@ class CCSSL(Algorithm):
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
         confidence, pseudo = probs.max(dim=1)
         mask = (confidence >= self.p.threshold).float()
-        loss_unsup = (F.cross_entropy(logits_s1.float(), pseudo, reduction="none") * mask).mean()
+        loss_unsup = masked_cross_entropy(logits_s1, pseudo, mask)
 
         z = F.normalize(self.projection(feats[n:]).float(), dim=1)
         weights = positive_weights(pseudo, confidence, self.p.contrast_threshold)

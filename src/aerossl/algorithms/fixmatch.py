@@ -9,7 +9,6 @@ its confidence reaches ``threshold``, and train the strong view to predict it:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from aerossl.algorithms.base import (
@@ -20,6 +19,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -53,7 +53,7 @@ class FixMatch(Algorithm):
         probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))
         confidence, pseudo = probs.max(dim=1)
         mask = (confidence >= self.p.threshold).float()
-        loss_unsup = (F.cross_entropy(logits_strong, pseudo, reduction="none") * mask).mean()
+        loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
 
         loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -30,6 +29,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -114,8 +114,7 @@ class FlexMatch(Algorithm):
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
         pseudo = probs.argmax(dim=1)
         mask = self.thresholds(probs, batch.unlabeled_index)
-        loss_unsup = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none")
-                      * mask).mean()
+        loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
 
         loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),

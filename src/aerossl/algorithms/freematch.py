@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -31,6 +30,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -126,8 +126,7 @@ class FreeMatch(Algorithm):
         pseudo = probs.argmax(dim=1)
         mask = self.thresholds(probs)
         state = self.thresholds
-        loss_unsup = (F.cross_entropy(logits_strong.float(), pseudo, reduction="none")
-                      * mask).mean()
+        loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
         loss_fair = fairness_loss(logits_strong, mask, state.p_model, state.label_hist)
 
         loss = (loss_sup + self.p.lambda_u * loss_unsup + self.p.fairness_weight * loss_fair

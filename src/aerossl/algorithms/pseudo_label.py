@@ -11,7 +11,6 @@ as in USB's ``pseudolabel``; ``lambda_u(t)`` follows ``sigmoid_rampup``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from aerossl.algorithms.base import (
@@ -21,6 +20,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -49,8 +49,7 @@ class PseudoLabel(Algorithm):
             probs = self.align(torch.softmax(full_precision(logits_u), dim=1))
             confidence, pseudo = probs.max(dim=1)
             mask = (confidence >= self.p.threshold).float()
-        loss_unsup = (F.cross_entropy(full_precision(logits_u), pseudo, reduction="none")
-                      * mask).mean()
+        loss_unsup = masked_cross_entropy(logits_u, pseudo, mask)
 
         weight = ramped_weight(self.p, ctx)
         loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits_u)

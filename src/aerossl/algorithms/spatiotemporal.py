@@ -45,6 +45,7 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
+    masked_cross_entropy,
     pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
@@ -153,9 +154,8 @@ class Spatiotemporal(Algorithm):
         logits_s = self.model.head(feat_s)
         loss_sup = soft_cross_entropy(logits_t[:n], targets) + soft_cross_entropy(logits_s[:n],
                                                                                   targets)
-        unsup_t = F.cross_entropy(logits_t[n:], pseudo, reduction="none")
-        unsup_s = F.cross_entropy(logits_s[n:], pseudo, reduction="none")
-        loss_unsup = ((unsup_t + unsup_s) * mask).mean()
+        loss_unsup = (masked_cross_entropy(logits_t[n:], pseudo, mask)
+                      + masked_cross_entropy(logits_s[n:], pseudo, mask))
         target = feat_t.detach().float()
         if self.p.distill == "mse":
             loss_distill = F.mse_loss(feat_s.float(), target)

@@ -534,9 +534,7 @@ class Trainer:
         idx = np.setdiff1d(self.data.split.unlabeled, self.data.split.labeled)
         if len(idx) == 0:
             return
-        logits = predict(self.eval_network(), self.data.images, idx,
-                         self.cfg.train.eval_batch_size, self.device,
-                         self.amp_dtype if self.amp else None, self.cfg.train.channels_last)
+        logits = self.run_data().predict(self.eval_network(), idx)
         confidence, pred = logits.softmax(dim=1).max(dim=1)
         truth = self.data.labels.cpu()[torch.as_tensor(idx)]
         wrong = torch.nonzero(pred != truth).flatten()
