@@ -5,6 +5,7 @@ Importing this package imports every model module, which fills ``MODELS`` via
 """
 
 from aerossl.models.cnn import SmallCNN
+from aerossl.models.efficientnet import EfficientNetLite
 from aerossl.models.registry import (
     MODELS,
     Classifier,
@@ -19,6 +20,7 @@ from aerossl.models.wrn import WideResNet
 __all__ = [
     "MODELS",
     "Classifier",
+    "EfficientNetLite",
     "ResNet",
     "SmallCNN",
     "WideResNet",

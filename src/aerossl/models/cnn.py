@@ -71,6 +71,10 @@ class SmallCNN(Classifier):
         init_conv_bn(self)
         self.build_head(widths[-1], num_classes, dropout)
 
+    def feature_units(self) -> list[nn.Module]:
+        """Stem and the stages."""
+        return [self.stem, *self.stages]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return pooled features ``(B, widths[-1])``."""
         x = self.stages(self.stem(x))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aerossl.errors import ConfigError
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 ModelFactory = Callable[..., "Classifier"]
-F = TypeVar("F", bound=Callable[..., Any])
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 #: Registered model constructors by name (filled by :func:`register_model`).
 MODELS: dict[str, ModelFactory] = {}
@@ -85,7 +86,25 @@ class Classifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the globally pooled features ``(B, num_features)``."""
-        raise NotImplementedError
+        return self.forward_from(x, 0)
+
+    def feature_units(self) -> list[nn.Module]:
+        """The feature path as consecutive modules, input first: ``forward_features(x)`` is
+        ``pool(units[-1](...units[0](x)))``. Lets a run train only the last units and feed them
+        precomputed outputs of the others (``model.trainable_stages``, the view bank)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its feature units")
+
+    def forward_from(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        """Pooled features from ``h``, the output of unit ``start - 1`` (the image when 0)."""
+        for unit in self.feature_units()[start:]:
+            h = unit(h)
+        return F.adaptive_avg_pool2d(h, 1).flatten(1)
+
+    def forward_to(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """Output of unit ``stop - 1`` for images ``x`` (the input of unit ``stop``)."""
+        for unit in self.feature_units()[:stop]:
+            x = unit(x)
+        return x
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Map features ``(B, num_features)`` to logits ``(B, num_classes)``."""
@@ -149,7 +168,7 @@ class Classifier(nn.Module):
         return self.stem_conv.in_channels
 
 
-def register_model(name: str) -> Callable[[F], F]:
+def register_model(name: str) -> Callable[[_Fn], _Fn]:
     """Decorator registering a model constructor (class or function) under ``name``.
 
     The constructor must accept ``num_classes`` and ``in_channels``; every other parameter must
@@ -157,7 +176,7 @@ def register_model(name: str) -> Callable[[F], F]:
     validated against the signature.
     """
 
-    def decorator(fn: F) -> F:
+    def decorator(fn: _Fn) -> _Fn:
         if name in MODELS:
             raise ConfigError(f"model {name!r} is already registered")
         params = inspect.signature(fn).parameters

@@ -85,6 +85,10 @@ class ResNet(Classifier):
                     nn.init.zeros_(m.bn2.weight)
         self.build_head(widths[-1] * BasicBlock.expansion, num_classes)
 
+    def feature_units(self) -> list[nn.Module]:
+        """Stem, layer1..layer4."""
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return pooled features ``(B, 512)``."""
         x = self.stem(x)

@@ -116,6 +116,10 @@ class WideResNet(Classifier):
         nn.init.xavier_normal_(head.weight)
         nn.init.zeros_(head.bias)
 
+    def feature_units(self) -> list[nn.Module]:
+        """Stem, block1, block2, and block3 with the final batch norm and activation."""
+        return [self.stem, self.block1, self.block2, nn.Sequential(self.block3, self.bn, self.act)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return pooled features ``(B, 64 * widen_factor)``."""
         x = self.block3(self.block2(self.block1(self.stem(x))))
