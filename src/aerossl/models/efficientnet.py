@@ -155,6 +155,15 @@ class EfficientNetLite(Classifier):
         nn.init.uniform_(head.weight, -bound, bound)
         nn.init.zeros_(head.bias)
 
+    def map_foreign_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The ``efficientnet_pytorch`` layout (``_conv_stem``, ``_blocks.N._bn1``, ``_fc``) of
+        the ImageNet weights packages; keys of this layout are kept."""
+        if not any(k.startswith(("_conv_stem", "_blocks.")) for k in state):
+            return state
+        from aerossl.models.pretrained import map_efficientnet_keys
+
+        return map_efficientnet_keys(state, self)
+
     def feature_units(self) -> list[nn.Module]:
         """Stem, the seven stages, the head convolution."""
         return [self.stem, *self.stages, self.head_conv]

@@ -100,6 +100,11 @@ class Classifier(nn.Module):
             h = unit(h)
         return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
+    def map_foreign_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename the keys of a state dict in another library's layout (torchvision, timm,
+        efficientnet_pytorch) to this model's; keys already in this layout are kept."""
+        return state
+
     def forward_to(self, x: torch.Tensor, stop: int) -> torch.Tensor:
         """Output of unit ``stop - 1`` for images ``x`` (the input of unit ``stop``)."""
         for unit in self.feature_units()[:stop]:

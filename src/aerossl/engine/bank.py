@@ -1,0 +1,248 @@
+"""The view bank: a frozen bottom of the network computed once, and batches drawn from it.
+
+With ``model.trainable_stages: k`` only the last ``k`` feature units and the head train; the
+units before them are frozen (eval mode). Recomputing them at every step is the main cost of a
+CPU run, so the bank pushes ``bank.views`` augmented draws of every training image, for each
+augmentation pipeline the method asks for, through the frozen bottom once, plus the plain image
+of every image (for evaluation), and stores the outputs as memory-mapped arrays. Training then
+draws, per image and view, one of the banked draws of that view's pipeline (different draws for
+two views of one pipeline), and the network starts at unit ``len(units) - k``.
+
+Files: ``<bank dir>/<key>/<pipeline>.bin`` of shape ``(views, N, C, H, W)`` (``clean``:
+``(N, C, H, W)``; the file name also carries a hash of the pipeline's spec, the view count and
+the seed) and ``<pipeline>.json`` with the images already computed. Each image's draws come
+from its own seed, so the bank's content does not depend on which run filled it or in what
+order; a run fills only the images its split needs (runs of other splits add theirs). The key hashes the image cache, the frozen
+weights, the cut, the pipelines' specs, the view count, seed and dtype: any change gives a new
+bank. A data file of the wrong size is rebuilt; images are marked done (atomic rename) only
+after their data is flushed, so a killed build never leaves a view that is trusted but not
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aerossl.algorithms.base import Batch, ViewSpec
+from aerossl.augment import Compose
+from aerossl.data.sampler import IndexStream
+from aerossl.engine.data import DataBundle
+from aerossl.models.normalize import Normalized
+
+log = logging.getLogger("aerossl")
+
+CHUNK = 64  # images computed (and recorded as done) together
+BANK_FORMAT_VERSION = 1
+CLEAN = "clean"  # the plain (un-augmented) images
+
+
+def bank_key(images_key: str, network: Normalized, entry: int, dtype: str) -> str:
+    """sha256 over what determines the bank's content but the pipelines (each pipeline's file
+    name carries the hash of its spec, view count and seed)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": BANK_FORMAT_VERSION, "images": images_key, "entry": entry,
+                         "dtype": dtype, "model": type(network.backbone).__name__},
+                        sort_keys=True).encode())
+    units = network.backbone.feature_units()[:entry]
+    for t in [network.mean, network.std, *(v for u in units for v in u.state_dict().values())]:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _pipeline_file(name: str, spec: Any, views: int, seed: int) -> str:
+    digest = hashlib.sha256(json.dumps([spec, views, seed], sort_keys=True).encode()).hexdigest()
+    return f"{name}-{digest[:16]}"
+
+
+def _image_seed(seed: int, pipeline: str, draw: int, image: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{pipeline}/{draw}/{image}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+class _Store:
+    """One pipeline's memory-mapped array and its record of computed images."""
+
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.data_path = folder / f"{name}.bin"
+        self.meta_path = folder / f"{name}.json"
+        self.shape, self.dtype = shape, dtype
+        expected = int(np.prod(shape)) * dtype.itemsize
+        done: list[int] = []
+        if self.data_path.is_file() and self.data_path.stat().st_size == expected:
+            try:
+                meta = json.loads(self.meta_path.read_text())
+                if meta.get("shape") == list(shape) and meta.get("dtype") == dtype.name:
+                    done = [int(c) for c in meta["done"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                done = []
+        else:
+            if self.data_path.exists():
+                log.warning("view bank %s has %d bytes, expected %d: rebuilt", self.data_path,
+                            self.data_path.stat().st_size, expected)
+            self.meta_path.unlink(missing_ok=True)
+            with open(self.data_path, "wb") as f:
+                f.truncate(expected)
+        self.done = set(done)
+        self.array = np.memmap(self.data_path, dtype=dtype, mode="r+", shape=shape)
+
+    def mark(self, images: list[int]) -> None:
+        """Flush the data, then record ``images`` as computed (atomic rename)."""
+        self.array.flush()
+        self.done.update(images)
+        fd, tmp = tempfile.mkstemp(dir=self.meta_path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"shape": list(self.shape), "dtype": self.dtype.name,
+                       "done": sorted(self.done)}, f)
+        os.replace(tmp, self.meta_path)
+
+
+class ViewBank:
+    """Cached bottom outputs: ``draws[pipeline]`` (views, N, C, H, W) and ``clean`` (N, ...)."""
+
+    def __init__(self, network: Normalized, entry: int, data: DataBundle,
+                 pipelines: dict[str, Compose], specs: dict[str, Any], views: int, seed: int,
+                 dtype: str, folder: Path, device: torch.device, batch_size: int = 64) -> None:
+        self.entry, self.views, self.seed = entry, views, seed
+        self.device = device
+        key = bank_key(data.cache_key, network, entry, dtype)
+        self.folder = Path(folder) / key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n = len(data.labels)
+        with torch.no_grad():
+            probe = network.forward_bottom(data.images[:1].float().div(255).to(device), entry)
+        self.feature_shape = tuple(probe.shape[1:])
+        np_dtype = np.dtype(dtype)
+        self.clean_store = _Store(self.folder, CLEAN, (n, *self.feature_shape), np_dtype)
+        self.stores = {p: _Store(self.folder, _pipeline_file(p, specs[p], views, seed),
+                                 (views, n, *self.feature_shape), np_dtype) for p in pipelines}
+        self._network, self._pipelines, self._data = network, pipelines, data
+        self._batch_size = batch_size
+
+    @property
+    def clean(self) -> torch.Tensor:
+        """Bottom outputs of the plain images (N, C, H, W), for evaluation and hooks."""
+        return torch.from_numpy(self.clean_store.array)
+
+    def draws(self, pipeline: str) -> torch.Tensor:
+        """Bottom outputs of the banked draws of ``pipeline`` (views, N, C, H, W)."""
+        return torch.from_numpy(self.stores[pipeline].array)
+
+    @torch.no_grad()
+    def fill(self, augmented: np.ndarray, clean: np.ndarray) -> None:
+        """Compute what is missing: every pipeline's draws of the ``augmented`` images and the
+        plain ``clean`` images. Each image's draws come from its own seed."""
+        work = [(CLEAN, self.clean_store, [int(i) for i in clean])]
+        work += [(p, s, [int(i) for i in augmented]) for p, s in self.stores.items()]
+        work = [(p, s, [i for i in idx if i not in s.done]) for p, s, idx in work]
+        total = sum(len(idx) * (1 if p == CLEAN else self.views) for p, _, idx in work)
+        if not total:
+            return
+        log.info("view bank: %d image views to compute at %s", total, self.folder)
+        network = self._network
+        was_training = network.training
+        network.eval()
+        start, finished, last = time.perf_counter(), 0, 0.0
+        for pipeline, store, todo in work:
+            for c in range(0, len(todo), CHUNK):
+                idx = torch.as_tensor(todo[c:c + CHUNK])
+                x = self._data.images[idx].to(self.device).float().div_(255.0)
+                for d in range(1 if pipeline == CLEAN else self.views):
+                    v = x if pipeline == CLEAN else torch.cat([
+                        self._pipelines[pipeline](x[j:j + 1], torch.Generator().manual_seed(
+                            _image_seed(self.seed, pipeline, d, int(i))))
+                        for j, i in enumerate(idx)])
+                    out = torch.cat([network.forward_bottom(v[i:i + self._batch_size],
+                                                            self.entry)
+                                     for i in range(0, len(v), self._batch_size)])
+                    out = out.to("cpu", _torch_dtype(store.dtype)).numpy()
+                    if pipeline == CLEAN:
+                        store.array[idx.numpy()] = out
+                    else:
+                        store.array[d, idx.numpy()] = out
+                    finished += len(idx)
+                store.mark(idx.tolist())
+                now = time.perf_counter()
+                if now - last > 30 or finished == total:
+                    last = now
+                    rate = finished / (now - start)
+                    log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", finished,
+                             total, rate, (total - finished) / rate)
+        network.train(was_training)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.float16 if dtype == np.float16 else torch.float32
+
+
+class BankBatchBuilder:
+    """Draws index batches like :class:`~aerossl.engine.data.BatchBuilder`, with each view one
+    of the image's banked draws of the view's pipeline instead of a fresh augmentation."""
+
+    def __init__(self, bank: ViewBank, data: DataBundle, views: ViewSpec, batch_size: int,
+                 unlabeled_batch_size: int, seed: int, device: torch.device,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.bank, self.views, self.device = bank, views, device
+        self.labels = data.labels.to(device)
+        self.meta = None if data.meta is None else data.meta.to(device)
+        self.draws = {p: bank.draws(p) for p in views.pipelines()}
+        if device.type == "cuda":
+            self.draws = {p: d.to(device) for p, d in self.draws.items()}
+        self.labeled = IndexStream(data.split.labeled, batch_size, seed, 0, rank, world_size)
+        self.unlabeled = (
+            IndexStream(data.split.unlabeled, unlabeled_batch_size, seed, 1, rank, world_size)
+            if views.unlabeled else None)
+        self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
+
+    def _views(self, idx: torch.Tensor, spec: dict[str, str]) -> dict[str, torch.Tensor]:
+        # a random order of the banked draws per image: views of one pipeline take the first,
+        # second, ... so two views of one image never share a draw
+        order = torch.rand(len(idx), self.bank.views, generator=self.generator).argsort(dim=1)
+        used: dict[str, int] = {}
+        out = {}
+        for view, pipeline in spec.items():
+            k = used.get(pipeline, 0)
+            used[pipeline] = k + 1
+            draw = order[:, k % self.bank.views]
+            draws = self.draws[pipeline]
+            out[view] = draws[draw.to(draws.device), idx.to(draws.device)].to(
+                self.device, non_blocking=True).float()
+        return out
+
+    def next(self) -> Batch:
+        """The next training batch with every view the algorithm asked for."""
+        idx = self.labeled.next()
+        batch = Batch(labeled=self._views(idx, self.views.labeled),
+                      labels=self.labels[idx.to(self.labels.device)])
+        if self.meta is not None:
+            batch.labeled_meta = self.meta[idx.to(self.device)]
+        if self.unlabeled is not None:
+            uidx = self.unlabeled.next()
+            batch.unlabeled = self._views(uidx, self.views.unlabeled)
+            batch.unlabeled_index = uidx.to(self.device)
+            batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
+            if self.meta is not None:
+                batch.unlabeled_meta = self.meta[uidx.to(self.device)]
+        return batch
+
+    def state_dict(self) -> dict:
+        """Stream positions and sampling RNG state."""
+        return {"labeled": self.labeled.state_dict(),
+                "unlabeled": self.unlabeled.state_dict() if self.unlabeled else None,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore stream positions and sampling RNG state."""
+        self.labeled.load_state_dict(state["labeled"])
+        if self.unlabeled is not None and state.get("unlabeled") is not None:
+            self.unlabeled.load_state_dict(state["unlabeled"])
+        self.generator.set_state(state["generator"])
