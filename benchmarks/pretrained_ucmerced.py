@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name  # noqa: E402
+from ucmerced_4labels import cpu_name
 
 DEFAULT_CONFIGS = ("ucmerced_pretrained_supervised", "ucmerced_pretrained_fixmatch")
 
@@ -78,7 +78,7 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
 class _Pooled:
     """Calls ``forward_features`` (for :func:`predict`)."""
 
-    def __init__(self, network) -> None:  # noqa: ANN001
+    def __init__(self, network) -> None:
         self.network = network
         self.training = False
 
@@ -88,7 +88,7 @@ class _Pooled:
     def train(self, mode: bool = True) -> None:
         self.network.train(mode)
 
-    def __call__(self, x):  # noqa: ANN001, ANN204
+    def __call__(self, x):
         return self.network.forward_features(x)
 
 
@@ -146,8 +146,9 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
     for labels, method in keys:
         sel = [r for r in rows if r["labels"] == labels and r["method"] == method]
         accs = np.array([r["acc"] for r in sel]) * 100
+        spread = accs.std(ddof=1) if len(accs) > 1 else 0.0
         lines.append(
-            f"| {labels} | {method} | {accs.mean():.1f} ± {accs.std(ddof=1) if len(accs) > 1 else 0:.1f}"
+            f"| {labels} | {method} | {accs.mean():.1f} ± {spread:.1f}"
             f" | {', '.join(f'{a:.1f}' for a in accs)} | "
             f"{np.mean([r['minutes'] for r in sel]):.1f} | "
             f"{max(r['bank_minutes'] for r in sel):.1f} | {sel[0]['steps']} |")

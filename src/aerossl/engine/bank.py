@@ -12,11 +12,11 @@ Files: ``<bank dir>/<key>/<pipeline>.bin`` of shape ``(views, N, C, H, W)`` (``c
 ``(N, C, H, W)``; the file name also carries a hash of the pipeline's spec, the view count and
 the seed) and ``<pipeline>.json`` with the images already computed. Each image's draws come
 from its own seed, so the bank's content does not depend on which run filled it or in what
-order; a run fills only the images its split needs (runs of other splits add theirs). The key hashes the image cache, the frozen
-weights, the cut, the pipelines' specs, the view count, seed and dtype: any change gives a new
-bank. A data file of the wrong size is rebuilt; images are marked done (atomic rename) only
-after their data is flushed, so a killed build never leaves a view that is trusted but not
-written.
+order; a run fills only the images its split needs (runs of other splits add theirs). The
+key hashes the image cache, the frozen weights, the cut and the dtype (and each file name the
+pipeline's spec, view count and seed): any change gives a new bank. A data file of the wrong
+size is rebuilt; images are marked done (atomic rename) only after their data is flushed, so
+a killed build never leaves a view that is trusted but not written.
 """
 
 from __future__ import annotations

@@ -28,16 +28,16 @@ from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
+from aerossl.data.cache import default_cache_dir
 from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
+from aerossl.engine.bank import BankBatchBuilder, ViewBank
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
 from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
-from aerossl.data.cache import default_cache_dir
-from aerossl.engine.bank import BankBatchBuilder, ViewBank
 from aerossl.engine.transfer import (
     backbone_parameter_ids,
     freeze_backbone,

@@ -169,7 +169,7 @@ class EfficientNetLite(Classifier):
         return [self.stem, *self.stages, self.head_conv]
 
 
-def _factory(variant: str):  # noqa: ANN202 - a registered constructor per variant
+def _factory(variant: str):
     def build(num_classes: int, in_channels: int = 3, dropout: float | None = None,
               drop_path: float = 0.2) -> EfficientNetLite:
         return EfficientNetLite(variant, num_classes, in_channels, dropout, drop_path)
