@@ -103,6 +103,7 @@ class _Store:
         with os.fdopen(fd, "w") as f:
             json.dump({"shape": list(self.shape), "dtype": self.dtype.name,
                        "done": sorted(self.done)}, f)
+        os.chmod(tmp, 0o644)  # a shared bank folder can be read by others, like the image cache
         os.replace(tmp, self.meta_path)
 
 
@@ -118,8 +119,11 @@ class ViewBank:
         self.folder = Path(folder) / key
         self.folder.mkdir(parents=True, exist_ok=True)
         n = len(data.labels)
+        was_training = network.training
         with torch.no_grad():
+            network.eval()
             probe = network.forward_bottom(data.images[:1].float().div(255).to(device), entry)
+            network.train(was_training)
         self.feature_shape = tuple(probe.shape[1:])
         np_dtype = np.dtype(dtype)
         self.clean_store = _Store(self.folder, CLEAN, (n, *self.feature_shape), np_dtype)

