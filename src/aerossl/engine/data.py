@@ -223,8 +223,8 @@ class BatchBuilder:
         self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.images.device == self.device:
-            return self.images[idx.to(self.device)]
+        if self.images.device.type != "cpu":  # moved to the accelerator once, in __init__
+            return self.images[idx.to(self.images.device)]
         x = self.images[idx]
         if self.device.type == "cuda":
             x = x.pin_memory()

@@ -193,6 +193,8 @@ class Trainer:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         self.device = distributed.local_device(resolve_device(t.device))
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda" == "cuda:N"
+            self.device = torch.device("cuda", torch.cuda.current_device())
         distributed.init(self.device)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
