@@ -59,7 +59,8 @@ def small_config(root: Path, out: Path, algorithm: str, **extra) -> dict:
         "model": {"name": "cnn", "widths": [16, 32, 64]},
         "algorithm": {"name": algorithm},
         "train": {"steps": 12, "batch_size": 10, "mu": 2, "eval_every": 6, "log_every": 3,
-                  "progress": False, "tensorboard": False, "lr": 0.05},
+                  "progress": False, "tensorboard": False, "lr": 0.05,
+                  "amp": False},  # the same numerics on a GPU as on the CPU
         "report": [],
     }
     for key, value in extra.items():

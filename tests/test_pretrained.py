@@ -163,8 +163,10 @@ def test_unknown_pretrained_weights_and_too_many_trainable_stages(
 
 
 def _bank_config(root: Path, out: Path, algorithm: str = "fixmatch", **extra) -> dict:
-    cfg = small_config(root, out, algorithm, train__steps=10, train__eval_every=5,
-                       algorithm__threshold=0.5, **extra)
+    extra = {"train__steps": 10, "train__eval_every": 5, **extra}
+    if algorithm == "fixmatch":
+        extra["algorithm__threshold"] = 0.5
+    cfg = small_config(root, out, algorithm, **extra)
     cfg["model"] = {"name": "efficientnet_lite0", "pretrained": "imagenet",
                     "trainable_stages": 2}
     cfg["bank"] = {"views": 3}
@@ -223,7 +225,7 @@ def _bank(trainer: Trainer, folder: Path):
     pipelines = {p: build_pipeline(cfg.augment[p]) for p in ("weak", "strong")}
     return ViewBank(trainer._network, trainer.entry, trainer.data, pipelines,
                     {p: cfg.augment[p] for p in pipelines}, 2, 0, "float16", folder,
-                    torch.device("cpu"))
+                    trainer.device)
 
 
 def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
@@ -256,3 +258,29 @@ def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
     with torch.no_grad():
         trainer._network.backbone.stem.conv.weight.mul_(1.01)
     assert _bank(trainer, tmp_path / "one").folder != one.folder
+
+
+def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_path: Path) -> None:
+    """Each method a few steps on the bank; methods that need images in their steps (a teacher
+    on images, VAT's pixel-unit perturbation) recompute the frozen bottom instead."""
+    from aerossl.algorithms import algorithm_names, get_algorithm
+    from aerossl.api import CONFIG_DIR
+    from aerossl.config import read_yaml
+    from aerossl.pipeline import with_contrastive_views
+
+    teacher = aerossl.train(_bank_config(five_classes, tmp_path / "t", "supervised"))
+    skipped = {"spatiotemporal"}  # needs per-image metadata: tests/test_metadata.py
+    for name in algorithm_names():
+        if name in skipped or "multiclass" not in get_algorithm(name).tasks:
+            continue
+        cfg = _bank_config(five_classes, tmp_path, name, train__steps=2, train__eval_every=2)
+        cfg["name"] = name
+        if "teacher" in get_algorithm(name).Params.model_fields:
+            cfg["algorithm"]["teacher"] = str(teacher.run_dir)
+        shipped = CONFIG_DIR / f"ucmerced_{name}.yaml"
+        if shipped.is_file() and "augment" in read_yaml(shipped):  # e.g. ccssl's "contrast"
+            cfg["augment"] = read_yaml(shipped)["augment"]
+        trainer = Trainer(config_from_dict(with_contrastive_views(cfg)), tmp_path / name)
+        result = trainer.fit()
+        assert (trainer.bank is None) == get_algorithm(name).needs_images, name
+        assert 0.0 <= result.final_acc <= 1.0 and np.isfinite(result.final_acc), name

@@ -95,11 +95,16 @@ def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 
 
+#: The runs of ``aerossl demo``, in order.
+DEMO_CONFIGS = ("demo_supervised", "demo_pretrained_supervised", "demo_pretrained_fixmatch")
+
+
 def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto"
          ) -> dict[str, RunResult]:
-    """Supervised-only and FixMatch on the embedded demo dataset, same labels."""
+    """On the embedded demo dataset, same labels: supervised from scratch, supervised on the
+    ImageNet-pretrained EfficientNet-Lite0, and FixMatch on it."""
     results = {}
-    for name in ("demo_supervised", "demo_fixmatch"):
+    for name in DEMO_CONFIGS:
         cfg = load_config(find_config(name), [f"output_dir={output_dir}",
                                               f"train.device={device}"])
         steps = max(1, int(cfg.train.steps * steps_scale))

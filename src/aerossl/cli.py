@@ -57,8 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
     results = api.demo(args.steps_scale, args.output_dir, args.device)
     print("\naerossl demo: UC Merced mini (21 classes, 4 labels per class), same labels")
     for name, r in results.items():
-        print(f"  {name:<16} test accuracy {r.final_acc:6.1%}   ({r.steps} steps, "
-              f"{r.minutes:.1f} min)   report: {r.report}")
+        print(f"  {name:<26} test accuracy {r.final_acc:6.1%}   ({r.steps} steps, "
+              f"{r.minutes + r.bank_minutes:.1f} min)   report: {r.report}")
     return 0
 
 
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print per-class results as JSON")
     e.set_defaults(func=_evaluate)
 
-    d = sub.add_parser("demo", help="supervised vs FixMatch on the embedded demo dataset")
+    d = sub.add_parser("demo", help="supervised from scratch, supervised on the pretrained "
+                       "network and FixMatch on it, on the embedded demo dataset")
     d.add_argument("--steps-scale", type=float, default=1.0, help="multiply the demo budget")
     d.add_argument("--output-dir", default="runs")
     d.add_argument("--device", default="auto")

@@ -124,11 +124,17 @@ class Algorithm(nn.Module):
 
     ``task`` (:mod:`aerossl.tasks`) turns labels into targets and gives the supervised loss;
     ``tasks`` lists the kinds of labels a method supports (``multiclass``, ``multilabel``).
+
+    With a frozen bottom and the view bank, the model's inputs are the bank's cached feature
+    maps, not images. A method whose step needs images (a teacher network on images, a
+    perturbation in pixel units) sets ``needs_images``; the engine then recomputes the frozen
+    bottom instead of using the bank.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[AlgorithmParams]] = AlgorithmParams
     tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
+    needs_images: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ fine-tuned network into a student on the unlabelled images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,8 @@ class TeacherParams(AlgorithmParams):
 
 class TeacherMixin:
     """Loads the frozen teacher (kept as the attribute ``teacher``, so it is checkpointed)."""
+
+    needs_images: ClassVar[bool] = True  # a teacher network on images
 
     teacher: nn.Module
     teacher_classes: list[str]

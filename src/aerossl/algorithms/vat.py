@@ -18,6 +18,8 @@ far below bfloat16's resolution).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -67,6 +69,8 @@ def adversarial_direction(model: nn.Module, u: Tensor, probs: Tensor, xi: float,
 @register_algorithm("vat")
 class VAT(Algorithm):
     """Smooth predictions against the worst-case small perturbation of each unlabelled image."""
+
+    needs_images: ClassVar[bool] = True  # eps is in pixel units
 
     class Params(RampedParams):
         lambda_u: float = Field(0.3, ge=0, description="weight of the VAT loss (USB: 0.3)")

@@ -72,6 +72,7 @@ class RunResult:
     report: Path | None
     metric: str = "acc"
     metrics: dict[str, float] = field(default_factory=dict)
+    bank_minutes: float = 0.0  # time this process spent filling the view bank
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
@@ -230,8 +231,15 @@ class Trainer:
             log.info("model.freeze_backbone: %d tensors frozen", freeze_backbone(network))
         elif cfg.model.trainable_stages is not None:
             frozen = freeze_units(network, cfg.model.trainable_stages, cfg.model.name)
-            if frozen and cfg.bank.use != "off":
+            if frozen and cfg.bank.use == "on" and algo_cls.needs_images:
+                raise ConfigError(f"bank.use: on, but algorithm '{algo_cls.name}' needs images "
+                                  "in its training step (a teacher on images, or a pixel-unit "
+                                  "perturbation); set bank.use: auto or off")
+            if frozen and cfg.bank.use != "off" and not algo_cls.needs_images:
                 self.entry = network.entry = frozen
+            elif frozen and cfg.bank.use == "auto":
+                log.info("view bank off: algorithm '%s' needs images in its steps; the frozen "
+                         "units are recomputed at every step", algo_cls.name)
         self.has_frozen = cfg.model.freeze_backbone or cfg.model.trainable_stages is not None
         if t.sync_bn and self.world_size > 1:
             network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
@@ -316,7 +324,8 @@ class Trainer:
         """Load the checkpoint (resume) or write config and split (new run); the metric log is
         opened by :meth:`fit`, under the run folder's lock."""
         if self.resume:
-            self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", self.device))
+            # to the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
+            self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", "cpu"))
             log.info("resuming %s at step %d of %d", self.run_dir, self.step, self.cfg.train.steps)
             return
         if self.is_main:
@@ -645,7 +654,8 @@ class Trainer:
             report = write_report(self.run_dir)
         return RunResult(self.run_dir, result.score, self.best_acc, self.best_step, self.step,
                          self.elapsed / 60, report, result.metric,
-                         {"accuracy": result.accuracy, **result.metrics})
+                         {"accuracy": result.accuracy, **result.metrics},
+                         self.bank_seconds / 60)
 
 
 class _StopOnSignal:
