@@ -7,5 +7,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first, pinned: the CPU build; an unpinned torch would pull several GB of CUDA wheels.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,pretrained]"
 .venv/bin/aerossl demo "$@"
