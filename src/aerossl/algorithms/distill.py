@@ -13,7 +13,7 @@ fine-tuned network into a student on the unlabelled images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
