@@ -200,7 +200,9 @@ def test_training_steps_never_run_the_frozen_bottom(five_classes: Path, tmp_path
 
 
 def test_resume_with_the_view_bank_is_exact(five_classes: Path, tmp_path: Path) -> None:
-    cfg = config_from_dict(_bank_config(five_classes, tmp_path))
+    raw = _bank_config(five_classes, tmp_path)
+    raw["bank"]["dihedral"] = True  # its random draws are part of the saved state too
+    cfg = config_from_dict(raw)
     full = Trainer(cfg, tmp_path / "full").fit()
     stopped = Trainer(cfg, tmp_path / "stopped")
     assert stopped.fit(until=4) is None
@@ -284,3 +286,17 @@ def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_
         result = trainer.fit()
         assert (trainer.bank is None) == get_algorithm(name).needs_images, name
         assert 0.0 <= result.final_acc <= 1.0 and np.isfinite(result.final_acc), name
+
+
+def test_dihedral_bank_views_are_flips_and_rotations_of_the_banked_maps() -> None:
+    from aerossl.engine.bank import BankBatchBuilder
+
+    builder = BankBatchBuilder.__new__(BankBatchBuilder)
+    builder.generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 5, 5)
+    y = builder._dihedral(x)
+    group = [torch.rot90(x, r, (2, 3)) for r in range(4)]
+    group += [g.flip(3) for g in group]
+    for i in range(len(x)):
+        assert any(torch.equal(y[i], g[i]) for g in group)
+    assert sum(torch.equal(y[i], x[i]) for i in range(len(x))) < 32  # most are transformed

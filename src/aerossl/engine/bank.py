@@ -194,8 +194,9 @@ class BankBatchBuilder:
 
     def __init__(self, bank: ViewBank, data: DataBundle, views: ViewSpec, batch_size: int,
                  unlabeled_batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, dihedral: bool = False) -> None:
         self.bank, self.views, self.device = bank, views, device
+        self.dihedral = dihedral
         self.labels = data.labels.to(device)
         self.meta = None if data.meta is None else data.meta.to(device)
         self.draws = {p: bank.draws(p) for p in views.pipelines()}
@@ -218,9 +219,22 @@ class BankBatchBuilder:
             used[pipeline] = k + 1
             draw = order[:, k % self.bank.views]
             draws = self.draws[pipeline]
-            out[view] = draws[draw.to(draws.device), idx.to(draws.device)].to(
+            x = draws[draw.to(draws.device), idx.to(draws.device)].to(
                 self.device, non_blocking=True).float()
+            out[view] = self._dihedral(x) if self.dihedral else x
         return out
+
+    def _dihedral(self, x: torch.Tensor) -> torch.Tensor:
+        """One of the 8 flips and 90-degree rotations of each feature map, at random."""
+        k = torch.randint(0, 4, (len(x),), generator=self.generator).to(x.device)
+        flip = (torch.rand(len(x), generator=self.generator) < 0.5).to(x.device)
+        x = x.clone()
+        for r in (1, 2, 3):
+            if bool((k == r).any()):
+                x[k == r] = torch.rot90(x[k == r], r, (2, 3))
+        if bool(flip.any()):
+            x[flip] = x[flip].flip(3)
+        return x
 
     def next(self) -> Batch:
         """The next training batch with every view the algorithm asked for."""

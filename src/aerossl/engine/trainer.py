@@ -306,7 +306,7 @@ class Trainer:
             distributed.barrier()
         return BankBatchBuilder(self.bank, self.data, self.views, t.batch_size,
                                 t.batch_size * t.mu, cfg.seed, self.device, self.rank,
-                                self.world_size)
+                                self.world_size, cfg.bank.dihedral)
 
     @property
     def eval_inputs(self) -> torch.Tensor:
