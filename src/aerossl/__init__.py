@@ -12,6 +12,7 @@ from aerossl.api import (
     resume,
     run_pipeline,
     shipped_configs,
+    sweep,
     train,
 )
 from aerossl.compare import compare_runs, write_comparison
@@ -45,6 +46,7 @@ __all__ = [
     "resume",
     "run_pipeline",
     "shipped_configs",
+    "sweep",
     "train",
     "write_comparison",
 ]

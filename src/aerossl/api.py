@@ -157,6 +157,8 @@ def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
     if algorithm is not None:
         raw = _with_algorithm(raw, algorithm)
     raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
+    if (raw.get("algorithm") or {}).get("name") == "lwf":  # LwF's original network is init
+        raw["algorithm"] = {"source": str(init), **raw["algorithm"]}
     if linear_probe:
         raw["model"]["freeze_backbone"] = True
     if backbone_lr_scale is not None:
@@ -201,6 +203,22 @@ def run_pipeline(spec: str | Path | dict[str, Any], overrides: list[str] | None 
     return pipeline.run_pipeline(raw)
 
 
+def sweep(config: Config | str | Path | dict[str, Any],
+          labels: list[str | int] | tuple[str | int, ...] = ("1", "2", "4", "10", "1%", "10%",
+                                                            "all"),
+          methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
+          seeds: list[int] | tuple[int, ...] = (0, 1), overrides: list[str] | None = None,
+          name: str = "sweep", output_dir: str | Path | None = None, plots: bool = True) -> Any:
+    """The label-budget sweep (:mod:`aerossl.label_sweep`): every method x label budget x seed as a
+    run under ``output_dir/name``, resumable; writes sweep.md/.csv/.json, sweep.png and the
+    compare view, and returns a :class:`aerossl.label_sweep.SweepResult`."""
+    from aerossl import label_sweep
+
+    if not isinstance(config, Config | dict):
+        config = find_config(config)
+    return label_sweep.sweep(config, labels, methods, seeds, overrides, name, output_dir, plots)
+
+
 def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "pseudo_labels.csv",
                  checkpoint: str = "last", device: str = "auto", progress: bool = True) -> Path:
     """Write predicted class, confidence and every class probability of each image under
@@ -214,4 +232,5 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
 
 
 __all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "noisy_student",
-           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "train"]
+           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "sweep",
+           "train"]
