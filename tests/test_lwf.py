@@ -13,6 +13,7 @@ import aerossl
 from aerossl.algorithms import StepContext, get_algorithm
 from aerossl.algorithms.base import Batch
 from aerossl.algorithms.lwf import lwf_loss, old_task_accuracy, old_task_network
+from aerossl.cli import main
 from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import ConfigError
 
@@ -86,7 +87,7 @@ def test_lwf_step_is_new_ce_plus_weighted_distillation(source_and_target) -> Non
     assert all(p.grad is None for n, p in algo.model.named_parameters() if "head" not in n)
 
 
-def test_lwf_run_keeps_the_old_task_measurable(source_and_target) -> None:
+def test_lwf_run_keeps_the_old_task_measurable(source_and_target, capsys) -> None:
     source, target, base = source_and_target
     cfg = small_config(target, base / "runs", "lwf", train__steps=8)
     cfg["name"] = "lwf"
@@ -99,6 +100,8 @@ def test_lwf_run_keeps_the_old_task_measurable(source_and_target) -> None:
     assert not torch.equal(trained_head, load_run_network(source)[0].head.weight)
     acc = old_task_accuracy(result.run_dir, source)
     assert 0.0 <= acc <= 1.0
+    assert main(["evaluate", str(result.run_dir), "--old-task", str(source)]) == 0
+    assert f"old-task accuracy {acc:.4f}" in capsys.readouterr().out
     # plain fine-tuning: the old task is the fine-tuned backbone with the source's head
     ft = aerossl.finetune(source, {**cfg, "name": "ft", "algorithm": {"name": "supervised"}})
     net, _ = old_task_network(ft.run_dir)

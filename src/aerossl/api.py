@@ -95,6 +95,15 @@ def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 
 
+def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: str = "last",
+                      device: str = "cpu") -> float:
+    """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
+    backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
+    from aerossl.algorithms.lwf import old_task_accuracy
+
+    return old_task_accuracy(run_dir, source_run, checkpoint, device)
+
+
 def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto"
          ) -> dict[str, RunResult]:
     """Supervised-only and FixMatch on the embedded demo dataset, same labels."""
@@ -231,6 +240,6 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
     return res.output_csv
 
 
-__all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "noisy_student",
-           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "sweep",
-           "train"]
+__all__ = ["demo", "distill", "evaluate", "evaluate_old_task", "find_config", "finetune",
+           "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
+           "shipped_configs", "sweep", "train"]
