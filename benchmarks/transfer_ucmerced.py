@@ -201,7 +201,11 @@ def forgetting(args: argparse.Namespace, out: Path, source: Path, target: Path,
         "Old task: accuracy on the old classes' test half (550 images) of the final network "
         "with its old head (LwF: the kept, distilled head; fine-tuning and frozen backbone: the "
         "original head on the changed / unchanged backbone). New task: final test accuracy on "
-        "the new classes' test half (500 images).",
+        "the new classes' test half (500 images). Retained: old-task accuracy / the original "
+        "network's. The frozen backbone's old task differs from the original network only by "
+        "the input normalisation (the transfer path uses the new run's own channel "
+        "statistics). Minutes: wall-clock of the run on core 0, at times shared with the "
+        "benchmarking engineer's own tests.",
         "",
         "| run | old-task acc | retained | new-task acc | minutes |",
         "|---|---|---|---|---|",
