@@ -86,15 +86,16 @@ def main() -> int:
         "# EuroSAT: 13 Sentinel-2 bands vs RGB",
         "",
         f"- date: {dt.date.today()}; machine: 2-core AMD EPYC CPU, no GPU ({cpu}); "
-        f"{args.threads} thread pinned to core 0 (taskset -c 0); other engineers' tests on "
-        f"the other core; torch {torch.__version__}, Python {platform.python_version()}",
+        f"{args.threads} thread pinned to core 0 (taskset -c 0), at times shared with the "
+        "benchmarking engineer's own tests; other engineers' tests on the other core; torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data}: 200 real EuroSAT Sentinel-2 L1C tiles (10 classes x 20, 13 "
         f"bands, uint16); 50/50 split per class drawn by the seed (100 train, all labelled: "
         f"10 per class; 100 test); image size {args.image_size}; per-band percentile "
         "scaling (1st-99th, fitted on the train half)",
         f"- training: supervised, {args.steps} steps, batch 32, lr 0.03 (cosine), EMA 0.999, "
-        "default weak augmentation (flips, 90-degree rotations, crop); from scratch unless the "
-        "model says `:pretrained`",
+        "default weak augmentation (flips, 90-degree rotations, crop); model `cnn` (widths "
+        "32-64-128-256) from scratch; a `NAME:PRETRAINED` model starts from those weights, its "
+        "first convolution adapted to the bands",
         f"- seeds: {seeds}; the test half has 100 images, so one image is 1 point: read the "
         "spread",
         f"- command: `taskset -c 0 python benchmarks/eurosat_bands.py --data {args.data} "

@@ -117,9 +117,15 @@ def _inside(path: str, root: str) -> str | None:
 def _locate(name: str, bases: list[Path], root: str, index: dict[str, int]) -> int | None:
     """Index of the image ``name`` is, read relative to each of ``bases`` in turn (or as an
     absolute path), or None."""
+    if "\x00" in name:  # no path has a NUL byte (os.path would raise ValueError)
+        return None
     candidates = [name] if os.path.isabs(name) else [os.path.join(b, name) for b in bases]
     for cand in candidates:
-        for full in (os.path.normpath(os.path.abspath(cand)), os.path.realpath(cand)):
+        try:
+            fulls = (os.path.normpath(os.path.abspath(cand)), os.path.realpath(cand))
+        except (OSError, ValueError):  # e.g. a path too long for the system
+            continue
+        for full in fulls:
             rel = _inside(full, root)
             if rel is not None and rel in index:
                 return index[rel]
