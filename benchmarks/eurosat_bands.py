@@ -87,7 +87,8 @@ def main() -> int:
         "",
         f"- date: {dt.date.today()}; machine: 2-core AMD EPYC CPU, no GPU ({cpu}); "
         f"{args.threads} thread pinned to core 0 (taskset -c 0), at times shared with the "
-        "benchmarking engineer's own tests; other engineers' tests on the other core; torch {torch.__version__}, Python {platform.python_version()}",
+        "benchmarking engineer's own tests; other engineers' tests on the other core; "
+        f"torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data}: 200 real EuroSAT Sentinel-2 L1C tiles (10 classes x 20, 13 "
         f"bands, uint16); 50/50 split per class drawn by the seed (100 train, all labelled: "
         f"10 per class; 100 test); image size {args.image_size}; per-band percentile "
