@@ -263,8 +263,11 @@ def plot_sweep(groups: list[dict[str, Any]], cells: list[dict[str, Any]], png: P
         pts = [c for c in cells if c["method"] == method and c.get("final_acc") is not None]
         ax.scatter([c["num_labeled"] for c in pts], [c["final_acc"] for c in pts], s=10,
                    color=color, alpha=0.6)
-    if any(g["num_labeled"] > 0 for g in groups):
+    ticks = sorted({g["num_labeled"] for g in groups})
+    if ticks and ticks[0] > 0:
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel("labelled images")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
