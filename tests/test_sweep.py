@@ -40,7 +40,8 @@ def test_sweep_stopped_after_one_cell_resumes_and_writes_table_and_plot(
     five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=4, train__eval_every=4)
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=3, train__eval_every=3,
+                       train__mu=1)
     grid = {"labels": ["1", "10%"], "methods": ["supervised", "fixmatch"], "seeds": [0, 1]}
     real_run_stage = pipeline.run_stage
     calls: list[Path] = []
@@ -68,7 +69,7 @@ def test_sweep_stopped_after_one_cell_resumes_and_writes_table_and_plot(
     assert (first / "summary.json").stat().st_mtime_ns == stamp  # finished cell skipped
     assert "stage supervised_1_s0: already finished" in caplog.text
     assert "stage fixmatch_1_s0: resuming" in caplog.text
-    assert json.loads((second / "summary.json").read_text())["steps"] == 4
+    assert json.loads((second / "summary.json").read_text())["steps"] == 3
 
     # the same split per seed for every method; smaller budgets nest in larger ones
     assert _labeled(first) == _labeled(second)
@@ -100,5 +101,20 @@ def test_sweep_stopped_after_one_cell_resumes_and_writes_table_and_plot(
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["sweep", str(path), "--labels", "1", "10%", "--methods", "supervised",
-                 "fixmatch", "--seeds", "0", "1", "train.steps=4", "--name", "grid",
+                 "fixmatch", "--seeds", "0", "1", "train.steps=3", "--name", "grid",
                  "--no-plots"]) == 0
+
+
+def test_sweep_cells_share_the_split_of_their_seed(five_classes: Path, tmp_path: Path) -> None:
+    """The fast sweep check of the default suite: one budget, two methods, no plots."""
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=2, train__eval_every=2,
+                       train__mu=1)
+    result = aerossl.sweep(cfg, labels=["2"], methods=["supervised", "fixmatch"], seeds=[3],
+                           name="mini", plots=False)
+    a, b = (tmp_path / "mini" / n for n in ("supervised_2_s3", "fixmatch_2_s3"))
+    assert _labeled(a) == _labeled(b) and len(_labeled(a)) == 10
+    assert [(c["method"], c["num_labeled"], c["steps"]) for c in result.cells] == [
+        ("supervised", 10, 2), ("fixmatch", 10, 2)]
+    assert set(result.files) == {"markdown", "csv", "json"}
+    assert not (tmp_path / "mini" / "sweep.png").exists()
+    assert "| 2 | 10 |" in (tmp_path / "mini" / "sweep.md").read_text()
