@@ -95,15 +95,6 @@ def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto"
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 
 
-def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: str = "last",
-                      device: str = "cpu") -> float:
-    """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
-    backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
-    from aerossl.algorithms.lwf import old_task_accuracy
-
-    return old_task_accuracy(run_dir, source_run, checkpoint, device)
-
-
 def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto"
          ) -> dict[str, RunResult]:
     """Supervised-only and FixMatch on the embedded demo dataset, same labels."""
@@ -210,6 +201,15 @@ def run_pipeline(spec: str | Path | dict[str, Any], overrides: list[str] | None 
     if overrides:
         raw["base"] = apply_overrides(raw.get("base") or {}, overrides)
     return pipeline.run_pipeline(raw)
+
+
+def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: str = "last",
+                      device: str = "cpu") -> float:
+    """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
+    backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
+    from aerossl.algorithms.lwf import old_task_accuracy
+
+    return old_task_accuracy(run_dir, source_run, checkpoint, device)
 
 
 def sweep(config: Config | str | Path | dict[str, Any],
