@@ -264,7 +264,7 @@ def test_split_from_files_parsing_and_drawn_test(image_folder, tmp_path):
             r"labeled\.txt:3: 'alpha/zz.jpg' is not an image of "
             r"the dataset at .*images",
         ),
-        ("images/alpha/a0.jpg\n", r"labeled\.txt:1: .*did you mean 'alpha/a0.jpg'"),
+        ("pics/alpha/a0.jpg\n", r"labeled\.txt:1: .*did you mean 'alpha/a0.jpg'"),
         ("# c\nalpha/../../secret.jpg\n", r"labeled\.txt:2: .*outside the dataset root"),
         ("/etc/passwd\n", r"labeled\.txt:1: .*absolute path"),
         ("C:\\data\\a.jpg\n", r"labeled\.txt:1: .*absolute path"),

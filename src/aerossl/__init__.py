@@ -4,6 +4,7 @@ from aerossl.api import (
     demo,
     distill,
     evaluate,
+    evaluate_old_task,
     find_config,
     finetune,
     noisy_student,
@@ -12,6 +13,7 @@ from aerossl.api import (
     resume,
     run_pipeline,
     shipped_configs,
+    sweep,
     train,
 )
 from aerossl.compare import compare_runs, write_comparison
@@ -34,6 +36,7 @@ __all__ = [
     "demo",
     "distill",
     "evaluate",
+    "evaluate_old_task",
     "export_run",
     "find_config",
     "finetune",
@@ -45,6 +48,7 @@ __all__ = [
     "resume",
     "run_pipeline",
     "shipped_configs",
+    "sweep",
     "train",
     "write_comparison",
 ]

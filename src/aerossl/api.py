@@ -162,6 +162,8 @@ def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
     if algorithm is not None:
         raw = _with_algorithm(raw, algorithm)
     raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
+    if (raw.get("algorithm") or {}).get("name") == "lwf":  # LwF's original network is init
+        raw["algorithm"] = {"source": str(init), **raw["algorithm"]}
     if linear_probe:
         raw["model"]["freeze_backbone"] = True
     if backbone_lr_scale is not None:
@@ -206,6 +208,31 @@ def run_pipeline(spec: str | Path | dict[str, Any], overrides: list[str] | None 
     return pipeline.run_pipeline(raw)
 
 
+def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: str = "last",
+                      device: str = "cpu") -> float:
+    """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
+    backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
+    from aerossl.algorithms.lwf import old_task_accuracy
+
+    return old_task_accuracy(run_dir, source_run, checkpoint, device)
+
+
+def sweep(config: Config | str | Path | dict[str, Any],
+          labels: list[str | int] | tuple[str | int, ...] = ("1", "2", "4", "10", "1%", "10%",
+                                                            "all"),
+          methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
+          seeds: list[int] | tuple[int, ...] = (0, 1), overrides: list[str] | None = None,
+          name: str = "sweep", output_dir: str | Path | None = None, plots: bool = True) -> Any:
+    """The label-budget sweep (:mod:`aerossl.label_sweep`): every method x label budget x seed as a
+    run under ``output_dir/name``, resumable; writes sweep.md/.csv/.json, sweep.png and the
+    compare view, and returns a :class:`aerossl.label_sweep.SweepResult`."""
+    from aerossl import label_sweep
+
+    if not isinstance(config, Config | dict):
+        config = find_config(config)
+    return label_sweep.sweep(config, labels, methods, seeds, overrides, name, output_dir, plots)
+
+
 def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "pseudo_labels.csv",
                  checkpoint: str = "last", device: str = "auto", progress: bool = True) -> Path:
     """Write predicted class, confidence and every class probability of each image under
@@ -218,5 +245,6 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
     return res.output_csv
 
 
-__all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "noisy_student",
-           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "train"]
+__all__ = ["demo", "distill", "evaluate", "evaluate_old_task", "find_config", "finetune",
+           "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
+           "shipped_configs", "sweep", "train"]

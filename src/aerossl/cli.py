@@ -1,4 +1,4 @@
-"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``,
+"""Command line: ``aerossl train|evaluate|predict|export|compare|sweep|demo|validate|report|list``,
 and the teacher-student stages ``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
 """
 
@@ -40,6 +40,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.old_task:
+        acc = api.evaluate_old_task(args.run_dir, args.old_task, args.checkpoint,
+                                    "cpu" if args.device == "auto" else args.device)
+        print(f"{args.run_dir} ({args.checkpoint}.pt): old-task accuracy {acc:.4f} on the test "
+              f"split of {args.old_task}")
+        return 0
     res = api.evaluate(args.run_dir, args.checkpoint, args.device)
     if args.json:
         print(json.dumps(res, indent=2))
@@ -115,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default="last", choices=["last", "best"])
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print per-class results as JSON")
+    e.add_argument("--old-task", metavar="SOURCE_RUN", default=None,
+                   help="transfer runs (lwf, fine-tuning): accuracy of the old task on the test "
+                   "split of the run it transferred from")
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="supervised from scratch, supervised on the pretrained "
@@ -136,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
     li.set_defaults(func=_list)
 
-    from aerossl import compare, export, predict
+    from aerossl import compare, export, label_sweep, predict
 
-    for module in (predict, export, compare):
+    for module in (predict, export, compare, label_sweep):
         module.add_parser(sub)
     add_teacher_student_parsers(sub)
     return p

@@ -44,6 +44,11 @@ class DataConfig(_Section):
     )
     labeled_names_file: str | None = Field(None, description="split file of labelled images")
     test_names_file: str | None = Field(None, description="split file of test images")
+    train_pool_file: str | None = Field(
+        None, description="split file of the train pool (e.g. the workshop's UCM_train.txt): "
+        "labels_per_class images per class are drawn from it by split_seed; without "
+        "test_names_file every image not in the pool is a test image"
+    )
     split_seed: int | None = Field(None, description="seed of the split (null: the run's seed)")
     cache_dir: str | None = Field(None, description="image cache folder (null: ~/.cache/aerossl)")
     verify_cache: bool = Field(
@@ -348,6 +353,13 @@ def _check_choices(cfg: Config, source: str) -> None:
     if not 0 <= lo < hi <= 100:
         raise ConfigError(f"{source}: data.scale_percentiles must satisfy 0 <= low < high <= 100 "
                           f"(got {[lo, hi]})")
+    if cfg.data.train_pool_file and cfg.data.labeled_names_file:
+        raise ConfigError(f"{source}: give data.labeled_names_file (exactly the labelled images) "
+                          "or data.train_pool_file (a pool to draw data.labels_per_class "
+                          "from), not both")
+    if cfg.data.train_pool_file and task == "multilabel":
+        raise ConfigError(f"{source}: data.train_pool_file applies to single-label data; for "
+                          "multi-label data use data.labeled_names_file")
     if cfg.data.metadata == "csv" and not cfg.data.metadata_file:
         raise ConfigError(f"{source}: data.metadata=csv needs data.metadata_file "
                           "(a CSV with the header path,lat,lon,date)")

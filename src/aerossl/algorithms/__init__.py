@@ -29,6 +29,7 @@ from aerossl.algorithms import (  # noqa: F401
     fixmatch,
     flexmatch,
     freematch,
+    lwf,
     mean_teacher,
     mixmatch,
     multilabel_fixmatch,

@@ -35,6 +35,7 @@ from aerossl.data.multilabel import (
 )
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
 from aerossl.data.sampler import IndexStream
+from aerossl.data.splits import split_from_pool_file
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
 
@@ -127,6 +128,12 @@ def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> Data
             Path(cfg.test_names_file) if cfg.test_names_file else None,
             test_fraction=cfg.test_fraction,
             seed=split_seed,
+        )
+    elif cfg.train_pool_file is not None:
+        split = split_from_pool_file(
+            dataset, Path(cfg.train_pool_file),
+            Path(cfg.test_names_file) if cfg.test_names_file else None,
+            cfg.labels_per_class, split_seed,
         )
     elif multilabel:
         split = multilabel_split(dataset.labels, dataset.classes, cfg.test_fraction,

@@ -1,0 +1,332 @@
+"""The label-budget sweep: how much do the unlabelled images buy at each label budget?
+
+``aerossl sweep CONFIG --labels 1 2 4 10 1% 10% all --methods supervised fixmatch --seeds 0 1``
+trains every (method, budget, seed) cell of the grid as an ordinary run folder under one sweep
+folder ``output_dir/name/<method>_<budget>_s<seed>``. A budget is a number of labels per class
+(``4``), a percentage of each class's train part (``10%``: of the smallest class's, rounded, at
+least 1) or ``all``. The split depends on the seed only (``data.split_seed``, default the run's
+seed), so every method of a seed sees the same labelled images, and for one seed a smaller
+budget's labelled images are a subset of a larger one's.
+
+Running the same sweep again skips finished cells and resumes a stopped one from its last
+checkpoint. After each cell the sweep writes ``sweep.md``, ``sweep.csv`` (one row per cell) and
+``sweep.json`` (cells and per-budget mean, std, min and max over seeds); at the end also
+``sweep.png`` (accuracy vs labelled images, one line per method: mean over seeds with their
+spread) and the compare view of all cells (``compare.md``, ``compare.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aerossl.config import Config, apply_overrides, config_from_dict
+from aerossl.errors import ConfigError
+
+log = logging.getLogger("aerossl")
+
+DEFAULT_LABELS = ("1", "2", "4", "10", "1%", "10%", "all")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One label budget of the grid: per class (``per_class``), a percentage, or all."""
+
+    text: str
+    per_class: int | None = None
+    percent: float | None = None
+
+    @property
+    def tag(self) -> str:
+        """Folder-safe name: ``4``, ``10pct``, ``all``."""
+        if self.percent is not None:
+            return f"{self.percent:g}pct".replace(".", "p")
+        return "all" if self.per_class is None else str(self.per_class)
+
+
+def parse_budget(text: str | int) -> Budget:
+    """``4`` (labels per class), ``10%`` (of each class's train part) or ``all``."""
+    s = str(text).strip().lower()
+    if s == "all":
+        return Budget("all")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", s)
+    if m:
+        p = float(m.group(1))
+        if not 0 < p <= 100:
+            raise ConfigError(f"--labels: {text!r}: a percentage must lie in (0, 100]")
+        return Budget(f"{p:g}%", percent=p)
+    if re.fullmatch(r"\d+", s) and int(s) >= 1:
+        return Budget(s, per_class=int(s))
+    raise ConfigError(f"--labels: {text!r} is not a label budget; use a number of labels per "
+                      "class (4), a percentage of each class's train part (10%) or 'all'")
+
+
+def train_counts(cfg: Config) -> np.ndarray:
+    """Images per class of the train part the labels are drawn from (the train pool file's,
+    or each class minus its test share)."""
+    from aerossl.data.splits import read_split_files
+    from aerossl.engine.data import read_dataset
+
+    dataset, _ = read_dataset(cfg.data)
+    labels = np.asarray(dataset.labels)
+    if labels.ndim != 1:
+        raise ConfigError("sweep: percentage budgets apply to single-label data; give labels "
+                          "per class instead")
+    k = len(dataset.classes)
+    if cfg.data.train_pool_file:
+        pool, _ = read_split_files(dataset, cfg.data.train_pool_file, None)
+        return np.bincount(labels[pool], minlength=k)
+    counts = np.bincount(labels, minlength=k)
+    return counts - np.array([round(cfg.data.test_fraction * int(n)) for n in counts])
+
+
+def labels_per_class(budget: Budget, counts: np.ndarray | None) -> int | None:
+    """The ``data.labels_per_class`` of a budget."""
+    if budget.percent is None:
+        return budget.per_class
+    assert counts is not None
+    return max(1, round(budget.percent / 100 * int(counts.min())))
+
+
+@dataclass
+class SweepResult:
+    """A sweep's folder, its cells (one dict per run) and per (method, budget) aggregates."""
+
+    sweep_dir: Path
+    cells: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def cell_configs(raw: dict[str, Any], budgets: list[Budget], methods: list[str],
+                 seeds: list[int], sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every cell of the grid (seed, budget, method order) with its validated raw config."""
+    from aerossl.api import _with_algorithm
+    from aerossl.pipeline import with_contrastive_views
+
+    base = config_from_dict(raw, "sweep config")
+    counts = train_counts(base) if any(b.percent is not None for b in budgets) else None
+    cells = []
+    for seed in seeds:
+        for budget in budgets:
+            k = labels_per_class(budget, counts)
+            for method in methods:
+                name = f"{method}_{budget.tag}_s{seed}"
+                cell = _with_algorithm(raw, method)
+                cell = {**cell, "name": name, "output_dir": str(sweep_dir), "seed": seed,
+                        "data": {**(cell.get("data") or {}), "labels_per_class": k}}
+                cell = with_contrastive_views(cell)
+                config_from_dict(cell, f"sweep cell {name}")  # every cell valid before training
+                cells.append({"name": name, "method": method, "budget": budget.text,
+                              "labels_per_class": k, "seed": seed, "raw": cell})
+    return cells
+
+
+def sweep(config: Config | str | Path | dict[str, Any],
+          labels: list[str | int] | tuple[str | int, ...] = DEFAULT_LABELS,
+          methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
+          seeds: list[int] | tuple[int, ...] = (0, 1),
+          overrides: list[str] | None = None, name: str = "sweep",
+          output_dir: str | Path | None = None, plots: bool = True) -> SweepResult:
+    """Train (or continue) the grid of methods x label budgets x seeds; returns the result and
+    writes the table, the plot and the compare view (see the module docstring)."""
+    from aerossl.api import _raw_config
+    from aerossl.pipeline import run_stage
+
+    if not methods or not seeds or not labels:
+        raise ConfigError("sweep: give at least one method, one label budget and one seed")
+    budgets = [parse_budget(b) for b in labels]
+    raw = apply_overrides(_raw_config(config), overrides)
+    sweep_dir = Path(output_dir if output_dir is not None else raw.get("output_dir", "runs")) / name
+    cells = cell_configs(raw, budgets, list(methods), [int(s) for s in seeds], sweep_dir)
+    for i, cell in enumerate(cells, start=1):
+        log.info("sweep %s: cell %d/%d %s", name, i, len(cells), cell["name"])
+        summary = run_stage(cell["raw"], sweep_dir / cell["name"], f"sweep cell {cell['name']}")
+        cell.update(run_dir=str(sweep_dir / cell["name"]), num_labeled=summary["num_labeled"],
+                    final_acc=summary["final_acc"], best_acc=summary["best_acc"],
+                    steps=summary["steps"], minutes=summary["minutes"])
+        write_tables(sweep_dir, cells, budgets, list(methods))
+    result = SweepResult(sweep_dir, [_public(c) for c in cells],
+                         aggregate(cells, budgets, list(methods)))
+    result.files = write_tables(sweep_dir, cells, budgets, list(methods))
+    if plots:
+        from aerossl.compare import write_comparison
+
+        result.files["plot"] = plot_sweep(result.groups, result.cells, sweep_dir / "sweep.png")
+        table, png = write_comparison([c["run_dir"] for c in cells], sweep_dir / "compare.png")
+        (sweep_dir / "compare.md").write_text(table + "\n")
+        result.files.update(compare=sweep_dir / "compare.md", compare_plot=png)
+    return result
+
+
+def _public(cell: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cell.items() if k != "raw"}
+
+
+def aggregate(cells: list[dict[str, Any]], budgets: list[Budget], methods: list[str]
+              ) -> list[dict[str, Any]]:
+    """Per (budget, method) of the finished cells: labelled images, mean, std (over seeds,
+    ddof 1; 0 for one seed), min, max and the number of seeds."""
+    groups = []
+    for budget in budgets:
+        for method in methods:
+            done = [c for c in cells if c["budget"] == budget.text and c["method"] == method
+                    and c.get("final_acc") is not None]
+            if not done:
+                continue
+            accs = np.array([c["final_acc"] for c in done], dtype=float)
+            groups.append({
+                "budget": budget.text, "method": method,
+                "labels_per_class": done[0]["labels_per_class"],
+                "num_labeled": float(np.mean([c["num_labeled"] for c in done])),
+                "mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
+                else 0.0, "min": float(accs.min()), "max": float(accs.max()),
+                "seeds": [c["seed"] for c in done], "n": len(done)})
+    return groups
+
+
+CSV_FIELDS = ["method", "budget", "labels_per_class", "seed", "num_labeled", "final_acc",
+              "best_acc", "steps", "minutes", "run_dir"]
+
+
+def write_tables(sweep_dir: Path, cells: list[dict[str, Any]], budgets: list[Budget],
+                 methods: list[str]) -> dict[str, Path]:
+    """``sweep.md`` (mean ± std over seeds per budget and method), ``sweep.csv`` (one row per
+    finished cell) and ``sweep.json`` (both)."""
+    from aerossl.engine.checkpoint import writing
+
+    groups = aggregate(cells, budgets, methods)
+    done = [_public(c) for c in cells if c.get("final_acc") is not None]
+    files = {"markdown": sweep_dir / "sweep.md", "csv": sweep_dir / "sweep.csv",
+             "json": sweep_dir / "sweep.json"}
+    with writing(sweep_dir):
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        files["markdown"].write_text(sweep_markdown(groups, budgets, methods, len(done),
+                                                    len(cells)))
+        with files["csv"].open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(done)
+        files["json"].write_text(json.dumps({"cells": done, "groups": groups,
+                                             "planned_cells": len(cells)}, indent=2))
+    return files
+
+
+def sweep_markdown(groups: list[dict[str, Any]], budgets: list[Budget], methods: list[str],
+                   done: int, planned: int) -> str:
+    """Rows: label budgets; columns: methods, ``mean ± std (n seeds)`` test accuracy in %."""
+    by = {(g["budget"], g["method"]): g for g in groups}
+    lines = ["| labels | labelled images | " + " | ".join(methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
+    for b in budgets:
+        row = [g for m in methods if (g := by.get((b.text, m)))]
+        if not row:
+            continue
+        per = "" if b.per_class is not None or b.percent is None else \
+            f" ({row[0]['labels_per_class']}/class)"
+        cells = []
+        for m in methods:
+            g = by.get((b.text, m))
+            cells.append("-" if g is None else
+                         f"{100 * g['mean']:.1f} ± {100 * g['std']:.1f} ({g['n']})")
+        lines.append(f"| {b.text}{per} | {row[0]['num_labeled']:g} | " + " | ".join(cells) + " |")
+    note = (f"\nTest accuracy (%), mean ± standard deviation over seeds (number of seeds); "
+            f"{done} of {planned} cells finished.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def plot_sweep(groups: list[dict[str, Any]], cells: list[dict[str, Any]], png: Path) -> Path:
+    """Accuracy vs labelled images (log scale), one line per method: the mean over seeds, a
+    band from min to max and every seed's point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    methods = list(dict.fromkeys(g["method"] for g in groups))
+    for k, method in enumerate(methods):
+        color = f"C{k}"
+        gs = sorted((g for g in groups if g["method"] == method), key=lambda g: g["num_labeled"])
+        x = [g["num_labeled"] for g in gs]
+        ax.plot(x, [g["mean"] for g in gs], marker="o", color=color, label=f"{method} (mean)")
+        ax.fill_between(x, [g["min"] for g in gs], [g["max"] for g in gs], color=color,
+                        alpha=0.2, linewidth=0)
+        pts = [c for c in cells if c["method"] == method and c.get("final_acc") is not None]
+        ax.scatter([c["num_labeled"] for c in pts], [c["final_acc"] for c in pts], s=10,
+                   color=color, alpha=0.6)
+    ticks = sorted({g["num_labeled"] for g in groups})
+    if ticks and ticks[0] > 0:
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    seeds = sorted({c["seed"] for c in cells if c.get("final_acc") is not None})
+    ax.set_title(f"label-budget sweep: mean over seeds {seeds}, band = min to max")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    return png
+
+
+def _split_overrides(values: list[str], overrides: list[str]) -> list[str]:
+    """Items of a list option that are ``key=value`` overrides (after the list) go to
+    ``overrides``."""
+    kept = []
+    for v in values:
+        (overrides if "=" in v else kept).append(v)
+    return kept
+
+
+def _handler(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    labels = _split_overrides(args.labels, overrides)
+    methods = _split_overrides(args.methods, overrides)
+    seeds_text = _split_overrides(args.seeds, overrides)
+    try:
+        seeds = [int(s) for s in seeds_text]
+    except ValueError:
+        raise ConfigError(f"--seeds: integers expected, got {seeds_text}") from None
+    from aerossl.api import find_config
+
+    result = sweep(find_config(args.config), labels, methods, seeds, overrides, args.name,
+                   args.output_dir, plots=not args.no_plots)
+    print(result.files["markdown"].read_text(), end="")
+    for key, path in result.files.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``sweep CONFIG [overrides] --labels ... --methods ... --seeds ...``."""
+    p = subparsers.add_parser("sweep", help="label-budget sweep: methods x labels x seeds, "
+                              "table and plot (resumes after a stop)")
+    p.add_argument("config", help="YAML config or shipped config name")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides of every cell")
+    p.add_argument("--labels", nargs="+", default=list(DEFAULT_LABELS),
+                   help="label budgets: labels per class (4), percent of each class's train "
+                   "part (10%%) or all (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", default=["supervised", "fixmatch"],
+                   help="algorithms (default: %(default)s)")
+    p.add_argument("--seeds", nargs="+", default=["0", "1"], help="seeds (default: 0 1)")
+    p.add_argument("--name", default="sweep", help="sweep folder under the output folder")
+    p.add_argument("--output-dir", default=None, help="parent folder (default: the config's)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(func=_handler)
+    return p
+
+
+__all__ = ["Budget", "SweepResult", "add_parser", "aggregate", "parse_budget", "plot_sweep",
+           "sweep", "sweep_markdown"]

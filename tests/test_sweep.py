@@ -1,0 +1,120 @@
+"""The label-budget sweep: a small grid, stopped after one cell and resumed; table and plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import small_config
+
+import aerossl
+from aerossl import pipeline
+from aerossl.cli import main
+from aerossl.config import config_from_dict
+from aerossl.engine.trainer import Trainer
+from aerossl.errors import ConfigError
+from aerossl.label_sweep import parse_budget
+
+
+def _labeled(run_dir: Path) -> list[str]:
+    return [ln for ln in (run_dir / "split" / "labeled.txt").read_text().splitlines()
+            if not ln.startswith("#")]
+
+
+def test_parse_budget() -> None:
+    assert parse_budget("4").per_class == 4 and parse_budget(10).tag == "10"
+    assert parse_budget("10%").percent == 10 and parse_budget("10%").tag == "10pct"
+    assert parse_budget("ALL").per_class is None and parse_budget("all").tag == "all"
+    for bad in ("0", "-1", "150%", "four"):
+        with pytest.raises(ConfigError, match="--labels"):
+            parse_budget(bad)
+
+
+@pytest.mark.slow
+def test_sweep_stopped_after_one_cell_resumes_and_writes_table_and_plot(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=3, train__eval_every=3,
+                       train__mu=1)
+    grid = {"labels": ["1", "10%"], "methods": ["supervised", "fixmatch"], "seeds": [0, 1]}
+    real_run_stage = pipeline.run_stage
+    calls: list[Path] = []
+
+    def stop_in_second_cell(raw: dict, run_dir: Path, source: str) -> dict:
+        calls.append(run_dir)
+        if len(calls) < 2:
+            return real_run_stage(raw, run_dir, source)
+        Trainer(config_from_dict(raw), run_dir).fit(until=2)  # then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_stage", stop_in_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        aerossl.sweep(cfg, **grid, name="grid")
+    root = tmp_path / "grid"
+    first, second = root / "supervised_1_s0", root / "fixmatch_1_s0"
+    assert (first / "summary.json").is_file() and not (second / "summary.json").exists()
+    assert (second / "checkpoints" / "last.pt").is_file()
+    assert "1 of 8 cells finished" in (root / "sweep.md").read_text()
+    stamp = (first / "summary.json").stat().st_mtime_ns
+
+    monkeypatch.setattr(pipeline, "run_stage", real_run_stage)
+    with caplog.at_level(logging.INFO, logger="aerossl"):
+        result = aerossl.sweep(cfg, **grid, name="grid")
+    assert (first / "summary.json").stat().st_mtime_ns == stamp  # finished cell skipped
+    assert "stage supervised_1_s0: already finished" in caplog.text
+    assert "stage fixmatch_1_s0: resuming" in caplog.text
+    assert json.loads((second / "summary.json").read_text())["steps"] == 3
+
+    # the same split per seed for every method; smaller budgets nest in larger ones
+    assert _labeled(first) == _labeled(second)
+    assert _labeled(first) != _labeled(root / "supervised_1_s1")
+    assert set(_labeled(first)) < set(_labeled(root / "supervised_10pct_s0"))
+    assert len(_labeled(first)) == 5 and len(_labeled(root / "fixmatch_10pct_s1")) == 10
+
+    rows = list(csv.DictReader((root / "sweep.csv").open()))
+    assert len(rows) == 8 and {(r["method"], r["budget"], r["seed"]) for r in rows} == {
+        (m, b, s) for m in grid["methods"] for b in ("1", "10%") for s in ("0", "1")}
+    data = json.loads((root / "sweep.json").read_text())
+    for g in data["groups"]:
+        accs = [float(r["final_acc"]) for r in rows
+                if r["method"] == g["method"] and r["budget"] == g["budget"]]
+        assert g["mean"] == pytest.approx(np.mean(accs))
+        assert g["std"] == pytest.approx(np.std(accs, ddof=1))
+        assert g["n"] == 2 and g["num_labeled"] == (5 if g["budget"] == "1" else 10)
+    table = (root / "sweep.md").read_text()
+    sup = next(g for g in data["groups"] if g["method"] == "supervised" and g["budget"] == "1")
+    assert "| labels | labelled images | supervised | fixmatch |" in table
+    assert f"| 1 | 5 | {100 * sup['mean']:.1f} ± {100 * sup['std']:.1f} (2) |" in table
+    assert "| 10% (2/class) | 10 |" in table and "8 of 8 cells finished" in table
+    for png in (result.files["plot"], result.files["compare_plot"]):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    compare = (root / "compare.md").read_text()
+    assert all(c["name"] in compare for c in result.cells)
+
+    # the command line: overrides after the lists, every cell already finished
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--labels", "1", "10%", "--methods", "supervised",
+                 "fixmatch", "--seeds", "0", "1", "train.steps=3", "--name", "grid",
+                 "--no-plots"]) == 0
+
+
+def test_sweep_cells_share_the_split_of_their_seed(five_classes: Path, tmp_path: Path) -> None:
+    """The fast sweep check of the default suite: one budget, two methods, no plots."""
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=2, train__eval_every=2,
+                       train__mu=1)
+    result = aerossl.sweep(cfg, labels=["2"], methods=["supervised", "fixmatch"], seeds=[3],
+                           name="mini", plots=False)
+    a, b = (tmp_path / "mini" / n for n in ("supervised_2_s3", "fixmatch_2_s3"))
+    assert _labeled(a) == _labeled(b) and len(_labeled(a)) == 10
+    assert [(c["method"], c["num_labeled"], c["steps"]) for c in result.cells] == [
+        ("supervised", 10, 2), ("fixmatch", 10, 2)]
+    assert set(result.files) == {"markdown", "csv", "json"}
+    assert not (tmp_path / "mini" / "sweep.png").exists()
+    assert "| 2 | 10 |" in (tmp_path / "mini" / "sweep.md").read_text()
