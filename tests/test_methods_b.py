@@ -17,6 +17,7 @@ from aerossl.algorithms.freematch import fairness_loss
 from aerossl.algorithms.mixmatch import interleave, mixup, sharpen
 from aerossl.augment import build_pipeline
 from aerossl.config import config_from_dict
+from aerossl.engine.pseudo_stats import pseudo_label_log
 from aerossl.errors import ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
@@ -85,8 +86,7 @@ def test_mixmatch_step_without_mixing_is_ce_plus_mse_to_the_sharpened_average_gu
     table = {0.1: [2.0, 0.0, 0.0], 0.2: [1.0, 0.0, 0.0], 0.3: [0.0, 1.0, 0.0]}
     algo = make("mixmatch", FixedLogits(table), lambda_u=100.0, rampup=0.0)
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
-                  unlabeled={"weak0": image(0.2), "weak1": image(0.3)},
-                  unlabeled_true=torch.tensor([0]))
+                  unlabeled={"weak0": image(0.2), "weak1": image(0.3)})
     out = algo.training_step(batch, StepContext(5, 10))
     assert out.log["mix_lambda"] == 1.0
 
@@ -98,7 +98,8 @@ def test_mixmatch_step_without_mixing_is_ce_plus_mse_to_the_sharpened_average_gu
     assert math.isclose(out.log["loss/sup"].item(), sup, rel_tol=1e-4)
     assert math.isclose(out.log["loss/unsup"].item(), mse, rel_tol=1e-4)
     assert math.isclose(out.loss.item(), sup + 100 * mse, rel_tol=1e-4)
-    assert out.log["mask_rate"].item() == 1.0 and out.log["pseudo_acc"].item() == 1.0
+    logged = pseudo_label_log(out, torch.tensor([0]))
+    assert logged["mask_rate"].item() == 1.0 and logged["pseudo_acc"].item() == 1.0
 
 
 def test_mixmatch_ramps_lambda_u_linearly_and_asks_for_k_weak_views(
@@ -168,7 +169,7 @@ def test_ccssl_trains_its_projection_head_and_logs_the_contrastive_loss() -> Non
                   unlabeled={"weak": x[2:], "strong": x[2:], "contrast": x[2:].flip(3)})
     out = algo.training_step(batch, StepContext(0, 10))
     out.loss.backward()
-    assert out.log["loss/contrast"] > 0 and out.log["mask_rate"] == 1.0
+    assert out.log["loss/contrast"] > 0 and out.mask.mean() == 1.0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.projection.parameters())
     assert torch.allclose(net.forward_head(net.forward_features(x)), net(x))
 
@@ -236,10 +237,10 @@ def test_flexmatch_masks_with_the_thresholds_before_this_steps_update() -> None:
     algo.thresholds.class_threshold.copy_(torch.tensor([0.5, 0.5, 0.5]))
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
                   unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
-                  unlabeled_true=torch.tensor([0, 1]), unlabeled_index=torch.tensor([1, 3]))
+                  unlabeled_index=torch.tensor([1, 3]))
     out = algo.training_step(batch, StepContext(0, 10))
     # A: p = e^3/(e^3+2) = 0.909 >= 0.5 kept; B: 0.40 < 0.5 masked
-    assert out.log["mask_rate"].item() == 0.5
+    assert out.mask.tolist() == [1.0, 0.0]
     assert math.isclose(out.log["loss/unsup"].item(), ce(table[0.4], 0) / 2, rel_tol=1e-5)
     # A is below tau = 0.95, so nothing is remembered; both count as unused -> thresholds 0
     assert algo.thresholds.selected_label.tolist() == [-1, -1, -1, -1]
@@ -269,15 +270,14 @@ def test_freematch_step_masks_against_the_updated_class_thresholds() -> None:
              0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
     algo = make("freematch", FixedLogits(table), ema_momentum=0.5, fairness_weight=0.0)
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
-                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
-                  unlabeled_true=torch.tensor([0, 0]))
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
     out = algo.training_step(batch, StepContext(0, 10))
     pa, pb = softmax(table[0.2]), softmax(table[0.3])
     tau = 0.5 / 3 + 0.5 * (max(pa) + max(pb)) / 2
     p_model = [0.5 / 3 + 0.5 * (a + b) / 2 for a, b in zip(pa, pb, strict=True)]
     thresholds = [v / max(p_model) * tau for v in p_model]
     assert max(pa) >= thresholds[0] and max(pb) < thresholds[0]  # A kept, B masked
-    assert out.log["mask_rate"].item() == 0.5
+    assert out.mask.tolist() == [1.0, 0.0]
     assert math.isclose(out.log["loss/unsup"].item(), ce(table[0.4], 0) / 2, rel_tol=1e-5)
     assert math.isclose(out.log["threshold/global"].item(), tau, rel_tol=1e-5)
 

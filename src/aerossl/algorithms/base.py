@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from aerossl.batch import Batch, StepContext, StepOutput, ViewSpec
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
 
@@ -27,65 +28,14 @@ class AlgorithmParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class ViewSpec:
-    """Which augmentation pipeline produces each named view of the labelled/unlabelled batch."""
-
-    labeled: dict[str, str]
-    unlabeled: dict[str, str] = field(default_factory=dict)
-
-    def pipelines(self) -> set[str]:
-        """Names of every pipeline these views use."""
-        return set(self.labeled.values()) | set(self.unlabeled.values())
-
-
-@dataclass
-class Batch:
-    """One training step's data, already augmented and on the training device.
-
-    ``unlabeled_true`` holds the hidden labels of the unlabelled images where the benchmark knows
-    them. It exists for logging pseudo-label accuracy only and must never enter a loss.
-    Labels are class indices ``(B,)``, or float multi-hot ``(B, C)`` for a multi-label task.
-    """
-
-    labeled: dict[str, Tensor]
-    labels: Tensor
-    unlabeled: dict[str, Tensor] = field(default_factory=dict)
-    unlabeled_true: Tensor | None = None
-    unlabeled_index: Tensor | None = None  # dataset indices of the unlabelled images (int64)
-    # encoded spatiotemporal metadata (B, meta_dim) float32, when data.metadata is set
-    labeled_meta: Tensor | None = None
-    unlabeled_meta: Tensor | None = None
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """Where training stands, for ramp-ups and annealing."""
-
-    step: int
-    total_steps: int
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        return min(1.0, self.step / max(1, self.total_steps))
-
-
-@dataclass
-class StepOutput:
-    """The loss to minimise and the values to log (scalars; averaged by the engine)."""
-
-    loss: Tensor
-    log: dict[str, Tensor | float] = field(default_factory=dict)
-
-
 @dataclass
 class RunData:
     """What the hooks :meth:`Algorithm.prepare` and :meth:`Algorithm.extra_metrics` may read:
     the run's cached images (uint8 N×C×H×W), labels and split indices, and the engine's batched
     eval-mode inference ``predict(module, indices) -> outputs`` (float32, CPU).
 
-    ``labels`` of the unlabelled images are hidden labels: never use them for training.
+    ``labels`` are those of the labelled and test images; the hidden labels of the unlabelled
+    images are -1 (the engine keeps them, see :meth:`Algorithm.offline_pseudo_labels`).
     """
 
     images: Tensor
@@ -228,6 +178,12 @@ class Algorithm(nn.Module):
         """Hook called once when a new run starts, before its first step (e.g. to pseudo-label
         the unlabelled images with a teacher). Not called on resume: keep results in buffers."""
 
+    def offline_pseudo_labels(self) -> tuple[Tensor, Tensor] | None:
+        """Pseudo-labels ``(N,)`` and weights ``(N,)`` over the whole dataset, for a method that
+        labels the unlabelled images once (Noisy Student); the engine scores them against the
+        hidden labels as ``pseudo_label_acc``. None (the default) for the others."""
+        return None
+
     def extra_metrics(self, network: nn.Module, data: RunData) -> dict[str, float]:
         """Extra test metrics of the evaluated ``network``, logged with each evaluation and
         written to summary.json (e.g. the linear-probe accuracy of a self-supervised encoder)."""
@@ -332,16 +288,3 @@ def get_algorithm(name: str) -> type[Algorithm]:
         raise ConfigError(f"unknown algorithm '{name}'{suggest(name, algorithm_names())} "
                           f"(available: {', '.join(algorithm_names())})")
     return _REGISTRY[name]
-
-
-@torch.no_grad()
-def pseudo_label_stats(pseudo: Tensor, mask: Tensor, truth: Tensor | None) -> dict[str, Tensor]:
-    """Mask rate and accuracy of the accepted pseudo-labels (truth used for logging only)."""
-    out = {"mask_rate": mask.float().mean()}
-    if truth is not None:
-        accepted = mask.bool()
-        n = accepted.sum()
-        correct = (pseudo[accepted] == truth[accepted]).sum()
-        out["pseudo_acc"] = correct / n if n > 0 else torch.tensor(float("nan"))
-        out["pseudo_acc_all"] = (pseudo == truth).float().mean()
-    return out

@@ -32,7 +32,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -108,5 +107,4 @@ class CCSSL(Algorithm):
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "loss/contrast": loss_c.detach(),
                "contrast_rate": (confidence >= self.p.contrast_threshold).float().mean()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -20,7 +20,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -57,5 +56,4 @@ class FixMatch(Algorithm):
 
         loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

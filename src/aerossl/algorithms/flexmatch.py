@@ -30,7 +30,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -120,5 +119,4 @@ class FlexMatch(Algorithm):
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "threshold/mean": self.thresholds.class_threshold.mean(),
                "threshold/min": self.thresholds.class_threshold.min()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -31,7 +31,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -134,5 +133,4 @@ class FreeMatch(Algorithm):
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "loss/fairness": loss_fair.detach(), "threshold/global": state.global_threshold,
                "threshold/min": state.class_thresholds().min()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -30,7 +30,6 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -131,6 +130,6 @@ class MixMatch(Algorithm):
         loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits[n:])
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": weight, "mix_lambda": lam}
-        pseudo = guess.argmax(dim=1)
-        log.update(pseudo_label_stats(pseudo, torch.ones_like(pseudo), batch.unlabeled_true))
-        return StepOutput(loss, log)
+        pseudo = guess.argmax(dim=1)  # every guess is used: the mask is all ones
+        mask = torch.ones_like(pseudo, dtype=torch.float)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

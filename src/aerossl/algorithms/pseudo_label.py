@@ -21,7 +21,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -55,5 +54,4 @@ class PseudoLabel(Algorithm):
         loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits_u)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": weight}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -46,7 +46,6 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
@@ -166,11 +165,10 @@ class Spatiotemporal(Algorithm):
                 + self.entropy_loss(logits_s[n:]))
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "loss/distill": loss_distill.detach()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        if batch.unlabeled_true is not None:  # logging only: does the student agree?
-            log["student_acc_strong"] = (logits_s[n:].argmax(1) == batch.unlabeled_true).float(
-            ).mean().detach()
-        return StepOutput(loss, log)
+        # the engine scores the student's strong-view predictions as student_acc_strong
+        student = logits_s[n:].detach().argmax(1)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask,
+                          predictions={"student_acc_strong": student})
 
     def eval_model(self) -> nn.Module:
         """The image-only student."""

@@ -29,7 +29,6 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    pseudo_label_stats,
     register_algorithm,
 )
 from aerossl.algorithms.utils import full_precision
@@ -92,5 +91,4 @@ class UDA(Algorithm):
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": self.p.lambda_u, "tsa_threshold": eta,
                "sup_mask_rate": sup_mask.mean()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -36,6 +36,11 @@ from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
+from aerossl.engine.pseudo_stats import (
+    offline_pseudo_label_metrics,
+    step_log,
+    visible_labels,
+)
 from aerossl.engine.transfer import (
     backbone_parameter_ids,
     freeze_backbone,
@@ -388,7 +393,8 @@ class Trainer:
                            self.amp_dtype if self.amp else None, t.channels_last)
 
         s = self.data.split
-        return RunData(self.data.images, self.data.labels, s.labeled, s.unlabeled, s.test, infer,
+        labels = visible_labels(self.data.labels, s.unlabeled, s.labeled)  # hidden ones: -1
+        return RunData(self.data.images, labels, s.labeled, s.unlabeled, s.test, infer,
                        self.data.classes)
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -403,7 +409,7 @@ class Trainer:
             out = step(batch, ctx)
         if distributed.any_rank(not bool(torch.isfinite(out.loss)), self.device):
             self._on_nonfinite(batch, out, ctx)
-            values = {"loss": out.loss.detach(), **out.log}
+            values = step_log(out, batch, self.batches.labels)
             return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -415,7 +421,7 @@ class Trainer:
             self.ema.update(self.algorithm.eval_model(), ctx.step)
         self.algorithm.on_step_end(ctx)
         t3 = time.perf_counter()
-        values = {"loss": out.loss.detach(), **out.log}
+        values = step_log(out, batch, self.batches.labels)
         times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2}
         return values, times
 
@@ -510,8 +516,10 @@ class Trainer:
             best = result.score > self.best_acc  # best_acc: best of the task's selection metric
             if best:
                 self.best_acc, self.best_step = result.score, self.step
-            self.extra_metrics = self.algorithm.extra_metrics(self.eval_network(),
-                                                              self.run_data())
+            self.extra_metrics = {
+                **self.algorithm.extra_metrics(self.eval_network(), self.run_data()),
+                **offline_pseudo_label_metrics(self.algorithm, self.data.labels,
+                                               self.data.split.unlabeled, self.data.split.labeled)}
             self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
                                                 **result.metrics, f"best_{result.metric}":
                                                 self.best_acc, **self.extra_metrics})
