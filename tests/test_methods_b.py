@@ -11,10 +11,12 @@ from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-from aerossl.algorithms.ccssl import class_aware_contrastive_loss, positive_weights
+from aerossl.algorithms.base import mixup
+from aerossl.algorithms.ccssl import positive_weights
+from aerossl.algorithms.contrastive import contrastive_loss, nt_xent
 from aerossl.algorithms.flexmatch import convex_threshold, learning_effect
 from aerossl.algorithms.freematch import fairness_loss
-from aerossl.algorithms.mixmatch import interleave, mixup, sharpen
+from aerossl.algorithms.mixmatch import interleave, sharpen
 from aerossl.augment import build_pipeline
 from aerossl.config import config_from_dict
 from aerossl.engine.pseudo_stats import pseudo_label_log
@@ -54,7 +56,7 @@ def test_sharpen_raises_to_one_over_t_and_renormalises() -> None:
 def test_mixup_keeps_each_row_closest_to_itself_and_mixes_targets_alike(seed: int) -> None:
     torch.manual_seed(seed)
     eye = torch.eye(6)
-    x, t, lam = mixup(eye * 3.0, eye, alpha=0.75)
+    x, t, lam = mixup(eye * 3.0, eye, alpha=0.75, keep_larger=True)
     assert 0.5 <= lam <= 1.0
     assert torch.allclose(x, 3.0 * t)  # same lambda and the same permutation
     rest = t - lam * eye  # row i = lam e_i + (1 - lam) e_perm(i)
@@ -144,7 +146,7 @@ def test_ccssl_contrastive_loss_matches_a_hand_computation() -> None:
         log_norm = math.log(sum(math.exp(v) for v in logits.values()))
         weights = {b: float(w[image_of[a], image_of[b]]) for b in others}
         total += -sum(weights[b] * (logits[b] - log_norm) for b in others) / sum(weights.values())
-    loss = class_aware_contrastive_loss(z1, z2, w, t)
+    loss = contrastive_loss(z1, z2, t, w)
     assert math.isclose(loss.item(), total / 4, rel_tol=1e-5)
 
 
@@ -156,7 +158,9 @@ def test_ccssl_without_class_positives_is_simclr_nt_xent() -> None:
     logits = (z @ z.T / 0.07).fill_diagonal_(float("-inf"))
     partner = torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])
     expected = F.cross_entropy(logits, partner)
-    assert torch.allclose(class_aware_contrastive_loss(z1, z2, torch.eye(4), 0.07), expected)
+    assert torch.allclose(contrastive_loss(z1, z2, 0.07, torch.eye(4)), expected)
+    assert torch.allclose(contrastive_loss(z1, z2, 0.07), expected)  # NT-Xent: W = I
+    assert torch.allclose(nt_xent(z1 * 3, z2 * 3, 0.07)[0], expected)  # normalises
 
 
 def test_ccssl_trains_its_projection_head_and_logs_the_contrastive_loss() -> None:
@@ -302,12 +306,13 @@ def test_freematch_fairness_loss_by_hand() -> None:
 
 
 def test_mixmatch_label_guessing_leaves_batch_norm_statistics_unchanged() -> None:
-    from aerossl.algorithms.mixmatch import frozen_bn_stats
+    from aerossl.algorithms import mixmatch, utils
 
+    assert mixmatch.frozen_bn_stats is utils.frozen_bn_stats  # one meaning, VAT's too
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with torch.no_grad(), frozen_bn_stats(net):
-        net(torch.rand(4, 3, 5, 5) + 3)
-        assert not torch.equal(net[1].running_mean, before["1.running_mean"])
+    with torch.no_grad(), mixmatch.frozen_bn_stats(net):
+        y = net(torch.rand(4, 3, 5, 5) + 3)
+    assert torch.allclose(y.mean((0, 2, 3)), net[1].bias, atol=1e-5)  # batch statistics
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -105,23 +105,42 @@ class Algorithm(nn.Module):
             self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
 
     def weak_strong_logits(
-        self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits of the labelled, weak and strong views, for weak-to-strong methods.
+        self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False,
+        contrast: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """Logits ``(logits_x, logits_weak, logits_strong)`` of the labelled, weak and strong
+        views, for weak-to-strong methods.
 
         The weak view's logits carry no gradient: by default it runs without autograd and the
         labelled and strong views share one forward; ``joint`` runs all three in one forward
-        (batch norm sees them together, as the reference code does).
+        (batch norm sees them together, as the reference code does). With ``contrast`` (more
+        views trained in the same forward, e.g. CCSSL's second strong view) the network runs as
+        ``forward_features`` then ``forward_head`` and the pooled features of the strong and
+        ``contrast`` views are returned fourth.
         """
-        n, m = len(x), len(u_strong)
+        n, w, m = len(x), len(u_weak), len(u_strong)
         if joint:
-            logits_x, logits_weak, logits_strong = self.model(
-                torch.cat([x, u_weak, u_strong])).split([n, len(u_weak), m])
-            return logits_x, logits_weak.detach(), logits_strong
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, m])
-        return logits_x, logits_weak, logits_strong
+            views = [x, u_weak, u_strong]
+            sizes = [n, w, m]
+        else:
+            with torch.no_grad():
+                logits_weak = self.model(u_weak)
+            views, sizes = [x, u_strong], [n, m]
+        if contrast is None:
+            logits = self.model(torch.cat(views)).split(sizes)
+            features = None
+        else:
+            all_features = self.model.forward_features(torch.cat([*views, contrast]))
+            logits = self.model.forward_head(all_features[: sum(sizes)]).split(sizes)
+            features = all_features[sum(sizes) - m:]
+        if joint:
+            logits_x, logits_weak, logits_strong = logits
+            logits_weak = logits_weak.detach()
+        else:
+            logits_x, logits_strong = logits
+        if features is None:
+            return logits_x, logits_weak, logits_strong
+        return logits_x, logits_weak, logits_strong, features
 
     # ------------------------------------------------------------ options any method can use
 
@@ -219,12 +238,21 @@ class SSLParams(LabeledMixParams):
     )
 
 
-def sigmoid_rampup(step: int, length: int) -> float:
-    """``exp(-5 (1 - t)^2)`` with ``t = step / length`` (Laine & Aila 2017); 1 after ``length``."""
+def rampup(step: float, length: float, shape: Literal["sigmoid", "linear"] = "sigmoid") -> float:
+    """A weight that ramps up over ``length`` steps and is 1 from then on (and when
+    ``length <= 0``), with ``t = step / length``: ``sigmoid`` is ``exp(-5 (1 - t)^2)`` (Laine &
+    Aila 2017), ``linear`` is ``t`` (MixMatch)."""
     if length <= 0 or step >= length:
         return 1.0
+    if shape == "linear":
+        return step / length
     t = 1.0 - step / length
     return math.exp(-5.0 * t * t)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """:func:`rampup` with the sigmoid shape."""
+    return rampup(step, length, "sigmoid")
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -239,16 +267,29 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tenso
     return (ce * mask).mean()
 
 
+def mixup(x: Tensor, targets: Tensor, alpha: float,
+          keep_larger: bool = False) -> tuple[Tensor, Tensor, float]:
+    """MixUp (Zhang et al. 2018): ``lam x + (1 - lam) x[perm]`` of a batch with a shuffled copy,
+    targets mixed with the same ``lam ~ Beta(alpha, alpha)`` and permutation. ``keep_larger``
+    uses ``max(lam, 1 - lam)`` so each mixed row stays closest to itself (MixMatch). Returns
+    ``(x', targets', lam)``."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    if keep_larger:
+        lam = max(lam, 1.0 - lam)
+    perm = torch.randperm(len(x), device=x.device)
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
+
+
 def mix_batch(x: Tensor, targets: Tensor, mode: str, alpha: float) -> tuple[Tensor, Tensor]:
-    """MixUp (convex combination) or CutMix (pasted box) of a batch with a shuffled copy.
+    """MixUp (:func:`mixup`) or CutMix (pasted box) of a batch with a shuffled copy.
 
     One coefficient ``lam ~ Beta(alpha, alpha)`` per batch; for CutMix the targets are mixed by
     the pasted area actually used.
     """
+    if mode == "mixup":
+        return mixup(x, targets, alpha)[:2]
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(len(x), device=x.device)
-    if mode == "mixup":
-        return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
     h, w = x.shape[-2:]
     cut = math.sqrt(1 - lam)
     ch, cw = int(h * cut), int(w * cut)

@@ -62,11 +62,8 @@ class MultiLabelFixMatch(Algorithm):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
-        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split(
-            [len(x), len(u_strong)])
+        logits_x, logits_weak, logits_strong = self.weak_strong_logits(
+            x, batch.unlabeled["weak"], batch.unlabeled["strong"])
 
         loss_sup = self.task.loss(logits_x, targets)
         probs = torch.sigmoid(logits_weak.float() / self.p.temperature)

@@ -24,6 +24,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.selectors import confident_pseudo_labels
 from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight
 
 
@@ -46,8 +47,7 @@ class PseudoLabel(Algorithm):
         loss_sup = soft_cross_entropy(logits_x, targets)
         with torch.no_grad():
             probs = self.align(torch.softmax(full_precision(logits_u), dim=1))
-            confidence, pseudo = probs.max(dim=1)
-            mask = (confidence >= self.p.threshold).float()
+            pseudo, mask, _ = confident_pseudo_labels(probs, self.p.threshold)
         loss_unsup = masked_cross_entropy(logits_u, pseudo, mask)
 
         weight = ramped_weight(self.p, ctx)

@@ -15,21 +15,18 @@ teacher's representation at the injection point:
 
 Only the student is evaluated and exported (``eval_model``): prediction needs no metadata.
 
-Pseudo-label selection is a module in :data:`SELECTORS` (``Params.selector``), called with the
-teacher's probabilities and the images' dataset indices and returning a per-image weight in
-[0, 1]: ``fixed`` is FixMatch's threshold ``tau``; ``flexmatch`` FlexMatch's class-wise
-thresholds from each class's learning effect over the ``num_images`` remembered predictions
-(:class:`~aerossl.algorithms.flexmatch.FlexThresholds`, upper threshold ``tau``,
-``threshold_warmup``); ``freematch`` FreeMatch's self-adaptive thresholds
-(:class:`~aerossl.algorithms.freematch.FreeThresholds`, EMA momentum ``ema_momentum``). The
-modules are the ones those algorithms use; their running state lives in buffers under
-``selector.``, so it is checkpointed with the algorithm.
+Pseudo-label selection is a module of :mod:`~aerossl.algorithms.selectors` (``Params.selector``),
+called with the teacher's probabilities and the images' dataset indices and returning a
+per-image weight in [0, 1]: ``fixed`` is FixMatch's threshold ``tau``; ``flexmatch``
+FlexMatch's class-wise thresholds (upper threshold ``tau``, ``threshold_warmup``);
+``freematch`` FreeMatch's self-adaptive thresholds (EMA momentum ``ema_momentum``). The modules
+are the ones those algorithms use; their running state lives in buffers under ``selector.``,
+so it is checkpointed with the algorithm.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -49,33 +46,8 @@ from aerossl.algorithms.base import (
     register_algorithm,
     soft_cross_entropy,
 )
-from aerossl.algorithms.flexmatch import FlexThresholds
-from aerossl.algorithms.freematch import FreeThresholds
+from aerossl.algorithms.selectors import SELECTORS, SelectorName
 from aerossl.errors import ConfigError
-
-
-class FixedThreshold(nn.Module):
-    """FixMatch's selection: weight 1 where the confidence reaches ``threshold``, else 0."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold = threshold
-
-    def forward(self, probs: Tensor, index: Tensor | None) -> Tensor:
-        """Per-image weights of the arg-max pseudo-labels of ``probs`` (B x K)."""
-        return (probs.max(dim=1).values >= self.threshold).float()
-
-
-SelectorName = Literal["fixed", "flexmatch", "freematch"]
-
-SELECTORS: dict[str, Callable[[AlgorithmParams, int, int], nn.Module]] = {
-    "fixed": lambda p, num_classes, num_images: FixedThreshold(p.threshold),
-    "flexmatch": lambda p, num_classes, num_images: FlexThresholds(
-        num_classes, num_images, p.threshold, p.threshold_warmup),
-    "freematch": lambda p, num_classes, num_images: FreeThresholds(num_classes, p.ema_momentum),
-}
-"""Pseudo-label selection rules: ``make(params, num_classes, num_images)`` gives a module
-called as ``selector(probs, unlabeled_index) -> weights``."""
 
 
 class MetadataMLP(nn.Module):
