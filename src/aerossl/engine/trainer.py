@@ -26,7 +26,7 @@ from torch import nn
 from aerossl.algorithms import Algorithm, StepContext, get_algorithm
 from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
-from aerossl.config import Config, config_from_dict, read_yaml, save_config
+from aerossl.config import Config, save_config
 from aerossl.data import write_split
 from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
@@ -47,9 +47,13 @@ from aerossl.engine.transfer import (
     frozen_norms_eval,
     load_init,
 )
-from aerossl.errors import AerosslError, CheckpointError, ConfigError
-from aerossl.models import create_model
-from aerossl.models.normalize import Normalized
+from aerossl.errors import AerosslError, ConfigError
+from aerossl.runs import (  # noqa: F401 (load_run_*: re-exported for older imports)
+    build_network,
+    load_run_config,
+    load_run_network,
+    resolve_device,
+)
 
 log = logging.getLogger("aerossl")
 
@@ -80,19 +84,6 @@ class RunResult:
         return d
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"train.device: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: CUDA requested but not available")
-    return device
-
-
 def new_run_dir(cfg: Config) -> Path:
     """``output_dir/name``, or ``name-2``, ``name-3``... if that folder is already used."""
     base = Path(cfg.output_dir) / cfg.name
@@ -101,13 +92,6 @@ def new_run_dir(cfg: Config) -> Path:
         k += 1
         run_dir = base.with_name(f"{base.name}-{k}")
     return run_dir
-
-
-def build_network(cfg: Config, num_classes: int, channels: int) -> Normalized:
-    """The configured classifier behind per-channel normalisation."""
-    assert cfg.data.mean is not None and cfg.data.std is not None
-    backbone = create_model(cfg.model.name, num_classes, channels, **cfg.model_params())
-    return Normalized(backbone, cfg.data.mean, cfg.data.std)
 
 
 def lr_factor(step: int, cfg: Config) -> float:
@@ -658,43 +642,3 @@ def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str])
     data = {"step": step, **result.to_dict(), "classes": classes}
     with writing(run_dir / "eval.json"):
         (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
-
-
-def load_run_config(run_dir: Path) -> Config:
-    """The resolved config a run folder was started with."""
-    path = Path(run_dir) / "config.yaml"
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    return config_from_dict(read_yaml(path), str(path))
-
-
-def load_run_network(
-    run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A run's evaluated network (eval mode, on ``device``) and what describes it: classes,
-    image size, channels, step, model name and normalisation."""
-    run_dir = Path(run_dir)
-    if checkpoint not in ("last", "best"):
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}: use 'last' or 'best'")
-    cfg = load_run_config(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = load_checkpoint(path, device)
-    classes = state.get("classes")
-    if not classes:
-        raise CheckpointError(f"{path} does not record the run's classes")
-    if cfg.data.mean is None:
-        raise CheckpointError(f"{run_dir / 'config.yaml'} has no data.mean; the run never started")
-    channels = len(cfg.data.mean)
-    network = build_network(cfg, len(classes), channels)
-    try:
-        network.load_state_dict(state["eval_model"])
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path} does not match the network of {run_dir / 'config.yaml'}: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-    network.to(device).eval()
-    info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
-            "channels": channels, "step": int(state.get("step", -1)),
-            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-            "task": cfg.data.resolved_task(), "bands": cfg.data.bands,
-            "band_min": cfg.data.band_min, "band_max": cfg.data.band_max}
-    return network, info
