@@ -316,3 +316,9 @@ def test_mixmatch_label_guessing_leaves_batch_norm_statistics_unchanged() -> Non
     assert torch.allclose(y.mean((0, 2, 3)), net[1].bias, atol=1e-5)  # batch statistics
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_mixmatch_refuses_labeled_mix_which_it_would_ignore() -> None:
+    with pytest.raises(ConfigError, match=r"labeled_mix='mixup': mixmatch already mixes"):
+        config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "mixup"}})
+    assert config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "none"}})

@@ -144,17 +144,24 @@ class Algorithm(nn.Module):
 
     # ------------------------------------------------------------ options any method can use
 
-    def mix_labeled(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def mix_labeled(self, x: Tensor, y: Tensor, meta: Tensor | None = None) -> tuple[Tensor, ...]:
         """Labelled inputs and soft targets, mixed by MixUp or CutMix when ``labeled_mix`` is on.
 
         Returns ``(x, targets)`` when it is off: ``one_hot(y)`` (train with
-        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task.
+        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task. With
+        per-image ``meta`` (B x D, e.g. encoded metadata) returns ``(x, targets, meta)``, the
+        metadata mixed with the same coefficient and permutation as the targets.
         """
         targets = self.task.targets(y, self.num_classes)
         mode = getattr(self.p, "labeled_mix", "none")
-        if mode == "none" or not self.training:
-            return x, targets
-        return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
+        if mode != "none" and self.training:
+            if meta is None:
+                return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
+            k = targets.shape[1]
+            x, mixed = mix_batch(x, torch.cat([targets, meta.to(targets.dtype)], 1), mode,
+                                 self.p.labeled_mix_alpha)
+            targets, meta = mixed[:, :k], mixed[:, k:].to(meta.dtype)
+        return (x, targets) if meta is None else (x, targets, meta)
 
     def align(self, probs: Tensor) -> Tensor:
         """Distribution alignment (ReMixMatch) of unlabelled guesses when ``dist_align`` is on:

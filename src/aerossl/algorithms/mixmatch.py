@@ -16,7 +16,7 @@ holds labelled and unlabelled images.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from aerossl.algorithms.base import (
@@ -70,6 +70,14 @@ class MixMatch(Algorithm):
             0.015625, ge=0, le=1,
             description="fraction of training over which lambda_u ramps up linearly (1/64)",
         )
+
+        @model_validator(mode="after")
+        def _no_labeled_mix(self) -> MixMatch.Params:
+            if self.labeled_mix != "none":
+                raise ValueError(f"labeled_mix={self.labeled_mix!r}: mixmatch already mixes every "
+                                 "labelled and unlabelled image (MixUp with 'alpha'); leave "
+                                 "labeled_mix at none")
+            return self
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:

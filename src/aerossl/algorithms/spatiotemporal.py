@@ -108,9 +108,11 @@ class Spatiotemporal(Algorithm):
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         if batch.labeled_meta is None or batch.unlabeled_meta is None:
             raise ConfigError("algorithm 'spatiotemporal' got a batch without metadata")
-        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        # labelled images and their metadata are mixed alike (labeled_mix)
+        x, targets, meta_x = self.mix_labeled(batch.labeled["weak"], batch.labels,
+                                              batch.labeled_meta)
         u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        meta = torch.cat([batch.labeled_meta, batch.unlabeled_meta])
+        meta = torch.cat([meta_x, batch.unlabeled_meta])
         n = len(x)
         with torch.no_grad():
             logits_weak = self.teacher.head(self.teacher_features(u_weak, batch.unlabeled_meta))
