@@ -322,3 +322,64 @@ def test_mixmatch_refuses_labeled_mix_which_it_would_ignore() -> None:
     with pytest.raises(ConfigError, match=r"labeled_mix='mixup': mixmatch already mixes"):
         config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "mixup"}})
     assert config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "none"}})
+
+
+# ------------------------------------------------------------------ shared parts
+
+
+def test_flexmatch_and_freematch_are_fixmatch_with_another_selector() -> None:
+    from aerossl.algorithms.fixmatch import FixMatch
+    from aerossl.algorithms.selectors import FixedThreshold, FlexThresholds, FreeThresholds
+
+    kinds = {"fixmatch": FixedThreshold, "flexmatch": FlexThresholds,
+             "freematch": FreeThresholds}
+    for name, selector in kinds.items():
+        algo = make(name, FixedLogits({}), num_images=4)
+        assert isinstance(algo, FixMatch) and type(algo.thresholds) is selector, name
+    # with FlexMatch's class thresholds all at tau (and no update), its step is FixMatch's
+    table = {0.1: [2.0, 0.0, 0.0], 0.2: [3.0, 0.0, 0.0], 0.3: [0.0, 0.4, 0.0],
+             0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
+    batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
+    flex = make("flexmatch", FixedLogits(table), num_images=4, threshold=0.6)
+    flex.thresholds.class_threshold.fill_(0.6)
+    fix = make("fixmatch", FixedLogits(table), threshold=0.6)
+    out_flex, out_fix = (a.training_step(batch, StepContext(0, 10)) for a in (flex, fix))
+    assert out_fix.mask.tolist() == [1.0, 0.0]
+    assert torch.equal(out_flex.loss, out_fix.loss) and torch.equal(out_flex.mask, out_fix.mask)
+
+
+def test_weak_strong_logits_with_contrast_views_returns_their_features() -> None:
+    torch.manual_seed(0)
+    net = Normalized(create_model("cnn", 3, 3, widths=[8, 8, 8]), [0.5] * 3, [0.25] * 3).eval()
+    algo = make("fixmatch", net)
+    x, w, s, c = (torch.rand(n, 3, 16, 16) for n in (2, 3, 3, 3))
+    plain = algo.weak_strong_logits(x, w, s)
+    with_contrast = algo.weak_strong_logits(x, w, s, contrast=c)
+    assert len(plain) == 3 and len(with_contrast) == 4
+    for a, b in zip(plain, with_contrast[:3], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(with_contrast[3], net.forward_features(torch.cat([s, c])), atol=1e-6)
+    joint = algo.weak_strong_logits(x, w, s, joint=True, contrast=c)
+    assert torch.allclose(joint[1], plain[1], atol=1e-6) and not joint[1].requires_grad
+    assert torch.allclose(joint[3], with_contrast[3], atol=1e-6)
+
+
+def test_one_ema_update_for_the_evaluated_weights_and_the_mean_teacher() -> None:
+    from aerossl.ema import EMA, ema_update
+
+    avg, model = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    with torch.no_grad():
+        avg.weight.fill_(1.0)
+        model.weight.fill_(3.0)
+        model.running_mean.fill_(7.0)
+    ema_update(avg, model, 0.75)
+    assert avg.weight.tolist() == [1.5, 1.5]  # 0.75 * 1 + 0.25 * 3
+    assert avg.running_mean.tolist() == [7.0, 7.0]  # buffers copied
+    ema = EMA(nn.Linear(1, 1, bias=False), decay=0.999)
+    target = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ema.module.weight.fill_(0.0)
+        target.weight.fill_(1.0)
+    ema.update(target, step=0)  # warm-up: decay min(0.999, 1/10)
+    assert ema.module.weight.item() == pytest.approx(0.9)
