@@ -383,3 +383,17 @@ def test_one_ema_update_for_the_evaluated_weights_and_the_mean_teacher() -> None
         target.weight.fill_(1.0)
     ema.update(target, step=0)  # warm-up: decay min(0.999, 1/10)
     assert ema.module.weight.item() == pytest.approx(0.9)
+
+
+def test_freematch_logs_each_steps_global_threshold_not_the_live_buffer() -> None:
+    """The engine averages logged values over a window: each must keep its step's value."""
+    table = {0.1: [2.0, 0.0, 0.0], 0.2: [8.0, 0.0, 0.0], 0.3: [0.1, 0.0, 0.0],
+             0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
+    algo = make("freematch", FixedLogits(table), ema_momentum=0.5)
+    batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
+    first = algo.training_step(batch, StepContext(0, 10)).log["threshold/global"]
+    value = float(first)
+    algo.training_step(batch, StepContext(1, 10))
+    assert float(algo.thresholds.global_threshold) != value
+    assert float(first) == value

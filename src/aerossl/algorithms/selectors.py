@@ -143,7 +143,7 @@ class FreeThresholds(nn.Module):
 
     def log(self) -> dict[str, Tensor]:
         """Global and smallest class threshold."""
-        return {"threshold/global": self.global_threshold,
+        return {"threshold/global": self.global_threshold.clone(),  # not the live buffer
                 "threshold/min": self.class_thresholds().min()}
 
 
