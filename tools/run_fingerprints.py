@@ -31,7 +31,7 @@ STRONG_CONTRAST = [{"name": "color_jitter", "brightness": 0.4, "contrast": 0.4,
 
 
 def config(algorithm: str, out: Path, steps: int = 30, **extra: Any) -> dict:
-    """A small run; ``section__key=value`` overrides."""
+    """A small run; ``section__key=value`` overrides, ``section=value`` replaces a section."""
     cfg: dict[str, Any] = {
         "name": algorithm, "output_dir": str(out), "seed": 0,
         "data": {"root": "demo", "image_size": 32, "labels_per_class": 4},
@@ -42,6 +42,9 @@ def config(algorithm: str, out: Path, steps: int = 30, **extra: Any) -> dict:
         "report": [],
     }
     for key, value in extra.items():
+        if "__" not in key:  # a whole section, e.g. augment
+            cfg[key] = value
+            continue
         section, name = key.split("__")
         cfg.setdefault(section, {})[name] = value
     return cfg
