@@ -89,7 +89,9 @@ def dataset(five_classes: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 def _config(root: Path, out: Path, algorithm: str, extra: dict) -> dict:
     cfg = {"name": algorithm, "output_dir": str(out), "seed": 0,
-           "data": {"root": str(Path(root).resolve()), "image_size": 32, "task": "multiclass"},
+           "data": {"root": str(Path(root).resolve()), "image_size": 32, "task": "multiclass",
+                    # the module's fixture runs before the autouse per-test cache folder
+                    "cache_dir": str(Path(root) / "cache")},
            "model": {"name": "cnn", "widths": [8, 16, 16]},
            "algorithm": {"name": algorithm},
            "train": {"steps": 3, "batch_size": 8, "mu": 2, "eval_every": 3, "log_every": 1,
