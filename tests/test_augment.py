@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from aerossl.augment import (
     RandAugment,
     Rot90,
     build_pipeline,
+    randaugment,
     register_augmentation,
 )
 from aerossl.augment import functional as AF
@@ -137,6 +140,34 @@ def test_fixed_magnitude_is_m_over_10_and_op_subset_is_respected() -> None:
     assert torch.allclose(params["magnitude"], torch.full((32, 3), 0.4))
     names = {RANDAUGMENT_OPS[i] for i in params["ops"].flatten().tolist()}
     assert names == {"Rotate", "Solarize"}
+
+
+def _draw_digest(ra: RandAugment, ops: tuple[str, ...]) -> str:
+    """sha256 (first 16 hex) of a seeded draw: op names, magnitudes and signs of 64 images."""
+    params = ra.sample(64, torch.Generator().manual_seed(1234))
+    names = ",".join(ops[i] for i in params["ops"].flatten().tolist())
+    h = hashlib.sha256(names.encode())
+    h.update(params["magnitude"].numpy().tobytes())
+    h.update(params["sign"].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_randaugment_draws_are_pinned_and_do_not_move_when_an_op_is_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every seed's strong views depend on these draws: a change here changes every strong-view
+    result. If it is deliberate, update the digests and say so in the changelog."""
+    default = _draw_digest(RandAugment(n=2, m=10), RANDAUGMENT_OPS)
+    custom = _draw_digest(RandAugment(n=3, m=5, ops=["Solarize", "Rotate", "Color"]),
+                          RANDAUGMENT_OPS)
+    assert (default, custom) == ("61e8564e7cd496ae", "155d7a4a47a09b2c")
+    assert randaugment.FIXMATCH_OPS == (
+        "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
+        "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY")
+    # a new op, wherever it goes in the table of known ops, leaves the default draw alone
+    grown = ("Invert", *RANDAUGMENT_OPS[:7], "Zoom", *RANDAUGMENT_OPS[7:])
+    monkeypatch.setattr(randaugment, "RANDAUGMENT_OPS", grown)
+    assert _draw_digest(RandAugment(n=2, m=10), grown) == default
 
 
 # --- geometric ops -------------------------------------------------------------------------------

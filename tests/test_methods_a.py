@@ -13,6 +13,7 @@ from aerossl.algorithms import Batch, StepContext, get_algorithm, mix_batch, sig
 from aerossl.algorithms.uda import sharpen, tsa_threshold
 from aerossl.algorithms.utils import frozen_bn_stats, ramped_weight
 from aerossl.algorithms.vat import adversarial_direction, l2_normalize
+from aerossl.engine.pseudo_stats import pseudo_label_log
 
 
 def image(*values: float) -> torch.Tensor:
@@ -117,15 +118,15 @@ def test_pseudo_label_masks_unsure_predictions_and_ramps_the_weight() -> None:
     table = {0.1: [2.0, 0.0, 0.0], 0.2: [4.0, 0.0, 0.0], 0.3: [0.0, 0.5, 0.0]}
     algo = make("pseudo_label", FixedLogits(table), threshold=0.95, lambda_u=2.0,
                 rampup_fraction=0.4, entropy_weight=0.1)
-    batch = Batch({"weak": image(0.1)}, torch.tensor([0]), {"weak": image(0.2, 0.3)},
-                  unlabeled_true=torch.tensor([0, 2]))
+    batch = Batch({"weak": image(0.1)}, torch.tensor([0]), {"weak": image(0.2, 0.3)})
     out = algo.training_step(batch, StepContext(10, 100))
     weight = 2.0 * math.exp(-5 * (1 - 10 / 40) ** 2)
     # 0.2: confidence e^4/(e^4+2) = 0.965 -> label 0 on the same view; 0.3: 0.45 -> masked
     unsup = ce(table[0.2], 0) / 2
     ent = 0.1 * (entropy(table[0.2]) + entropy(table[0.3])) / 2
     assert out.log["lambda_u"] == pytest.approx(weight)
-    assert out.log["mask_rate"].item() == 0.5 and out.log["pseudo_acc"].item() == 1.0
+    logged = pseudo_label_log(out, torch.tensor([0, 2]))  # the engine's scores of the step
+    assert logged["mask_rate"].item() == 0.5 and logged["pseudo_acc"].item() == 1.0
     assert out.log["loss/unsup"].item() == pytest.approx(unsup, rel=1e-5)
     assert out.loss.item() == pytest.approx(ce(table[0.1], 0) + weight * unsup + ent, rel=1e-5)
     assert get_algorithm("pseudo_label").views(algo.p).unlabeled == {"weak": "weak"}
@@ -259,14 +260,14 @@ def test_uda_sharpens_masks_and_trains_the_strong_view_on_soft_targets() -> None
              0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 2.0]}
     algo = make("uda", FixedLogits(table), temperature=0.4, threshold=0.8)
     batch = Batch({"weak": image(0.1)}, torch.tensor([0]),
-                  {"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
-                  unlabeled_true=torch.tensor([0, 1]))
+                  {"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
     out = algo.training_step(batch, StepContext(3, 10))
     # 0.2: max p = e^3/(e^3+2) = 0.909 >= 0.8 kept; 0.3: 0.45 masked
     q = softmax([3.0 / 0.4, 0.0, 0.0])
     assert sharpen(torch.tensor([softmax(table[0.2])]), 0.4)[0].tolist() == pytest.approx(q)
     unsup = -sum(qc * math.log(pc) for qc, pc in zip(q, softmax(table[0.4]), strict=True)) / 2
-    assert out.log["mask_rate"].item() == 0.5 and out.log["pseudo_acc"].item() == 1.0
+    logged = pseudo_label_log(out, torch.tensor([0, 1]))
+    assert logged["mask_rate"].item() == 0.5 and logged["pseudo_acc"].item() == 1.0
     assert out.log["loss/unsup"].item() == pytest.approx(unsup, rel=1e-5)
     assert out.loss.item() == pytest.approx(ce(table[0.1], 0) + unsup, rel=1e-5)
 

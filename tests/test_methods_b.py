@@ -11,12 +11,15 @@ from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-from aerossl.algorithms.ccssl import class_aware_contrastive_loss, positive_weights
+from aerossl.algorithms.base import mixup
+from aerossl.algorithms.ccssl import positive_weights
+from aerossl.algorithms.contrastive import contrastive_loss, nt_xent
 from aerossl.algorithms.flexmatch import convex_threshold, learning_effect
 from aerossl.algorithms.freematch import fairness_loss
-from aerossl.algorithms.mixmatch import interleave, mixup, sharpen
+from aerossl.algorithms.mixmatch import interleave, sharpen
 from aerossl.augment import build_pipeline
 from aerossl.config import config_from_dict
+from aerossl.engine.pseudo_stats import pseudo_label_log
 from aerossl.errors import ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
@@ -53,7 +56,7 @@ def test_sharpen_raises_to_one_over_t_and_renormalises() -> None:
 def test_mixup_keeps_each_row_closest_to_itself_and_mixes_targets_alike(seed: int) -> None:
     torch.manual_seed(seed)
     eye = torch.eye(6)
-    x, t, lam = mixup(eye * 3.0, eye, alpha=0.75)
+    x, t, lam = mixup(eye * 3.0, eye, alpha=0.75, keep_larger=True)
     assert 0.5 <= lam <= 1.0
     assert torch.allclose(x, 3.0 * t)  # same lambda and the same permutation
     rest = t - lam * eye  # row i = lam e_i + (1 - lam) e_perm(i)
@@ -85,8 +88,7 @@ def test_mixmatch_step_without_mixing_is_ce_plus_mse_to_the_sharpened_average_gu
     table = {0.1: [2.0, 0.0, 0.0], 0.2: [1.0, 0.0, 0.0], 0.3: [0.0, 1.0, 0.0]}
     algo = make("mixmatch", FixedLogits(table), lambda_u=100.0, rampup=0.0)
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
-                  unlabeled={"weak0": image(0.2), "weak1": image(0.3)},
-                  unlabeled_true=torch.tensor([0]))
+                  unlabeled={"weak0": image(0.2), "weak1": image(0.3)})
     out = algo.training_step(batch, StepContext(5, 10))
     assert out.log["mix_lambda"] == 1.0
 
@@ -98,7 +100,8 @@ def test_mixmatch_step_without_mixing_is_ce_plus_mse_to_the_sharpened_average_gu
     assert math.isclose(out.log["loss/sup"].item(), sup, rel_tol=1e-4)
     assert math.isclose(out.log["loss/unsup"].item(), mse, rel_tol=1e-4)
     assert math.isclose(out.loss.item(), sup + 100 * mse, rel_tol=1e-4)
-    assert out.log["mask_rate"].item() == 1.0 and out.log["pseudo_acc"].item() == 1.0
+    logged = pseudo_label_log(out, torch.tensor([0]))
+    assert logged["mask_rate"].item() == 1.0 and logged["pseudo_acc"].item() == 1.0
 
 
 def test_mixmatch_ramps_lambda_u_linearly_and_asks_for_k_weak_views(
@@ -143,7 +146,7 @@ def test_ccssl_contrastive_loss_matches_a_hand_computation() -> None:
         log_norm = math.log(sum(math.exp(v) for v in logits.values()))
         weights = {b: float(w[image_of[a], image_of[b]]) for b in others}
         total += -sum(weights[b] * (logits[b] - log_norm) for b in others) / sum(weights.values())
-    loss = class_aware_contrastive_loss(z1, z2, w, t)
+    loss = contrastive_loss(z1, z2, t, w)
     assert math.isclose(loss.item(), total / 4, rel_tol=1e-5)
 
 
@@ -155,7 +158,9 @@ def test_ccssl_without_class_positives_is_simclr_nt_xent() -> None:
     logits = (z @ z.T / 0.07).fill_diagonal_(float("-inf"))
     partner = torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])
     expected = F.cross_entropy(logits, partner)
-    assert torch.allclose(class_aware_contrastive_loss(z1, z2, torch.eye(4), 0.07), expected)
+    assert torch.allclose(contrastive_loss(z1, z2, 0.07, torch.eye(4)), expected)
+    assert torch.allclose(contrastive_loss(z1, z2, 0.07), expected)  # NT-Xent: W = I
+    assert torch.allclose(nt_xent(z1 * 3, z2 * 3, 0.07)[0], expected)  # normalises
 
 
 def test_ccssl_trains_its_projection_head_and_logs_the_contrastive_loss() -> None:
@@ -168,7 +173,7 @@ def test_ccssl_trains_its_projection_head_and_logs_the_contrastive_loss() -> Non
                   unlabeled={"weak": x[2:], "strong": x[2:], "contrast": x[2:].flip(3)})
     out = algo.training_step(batch, StepContext(0, 10))
     out.loss.backward()
-    assert out.log["loss/contrast"] > 0 and out.log["mask_rate"] == 1.0
+    assert out.log["loss/contrast"] > 0 and out.mask.mean() == 1.0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.projection.parameters())
     assert torch.allclose(net.forward_head(net.forward_features(x)), net(x))
 
@@ -236,10 +241,10 @@ def test_flexmatch_masks_with_the_thresholds_before_this_steps_update() -> None:
     algo.thresholds.class_threshold.copy_(torch.tensor([0.5, 0.5, 0.5]))
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
                   unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
-                  unlabeled_true=torch.tensor([0, 1]), unlabeled_index=torch.tensor([1, 3]))
+                  unlabeled_index=torch.tensor([1, 3]))
     out = algo.training_step(batch, StepContext(0, 10))
     # A: p = e^3/(e^3+2) = 0.909 >= 0.5 kept; B: 0.40 < 0.5 masked
-    assert out.log["mask_rate"].item() == 0.5
+    assert out.mask.tolist() == [1.0, 0.0]
     assert math.isclose(out.log["loss/unsup"].item(), ce(table[0.4], 0) / 2, rel_tol=1e-5)
     # A is below tau = 0.95, so nothing is remembered; both count as unused -> thresholds 0
     assert algo.thresholds.selected_label.tolist() == [-1, -1, -1, -1]
@@ -269,15 +274,14 @@ def test_freematch_step_masks_against_the_updated_class_thresholds() -> None:
              0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
     algo = make("freematch", FixedLogits(table), ema_momentum=0.5, fairness_weight=0.0)
     batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
-                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)},
-                  unlabeled_true=torch.tensor([0, 0]))
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
     out = algo.training_step(batch, StepContext(0, 10))
     pa, pb = softmax(table[0.2]), softmax(table[0.3])
     tau = 0.5 / 3 + 0.5 * (max(pa) + max(pb)) / 2
     p_model = [0.5 / 3 + 0.5 * (a + b) / 2 for a, b in zip(pa, pb, strict=True)]
     thresholds = [v / max(p_model) * tau for v in p_model]
     assert max(pa) >= thresholds[0] and max(pb) < thresholds[0]  # A kept, B masked
-    assert out.log["mask_rate"].item() == 0.5
+    assert out.mask.tolist() == [1.0, 0.0]
     assert math.isclose(out.log["loss/unsup"].item(), ce(table[0.4], 0) / 2, rel_tol=1e-5)
     assert math.isclose(out.log["threshold/global"].item(), tau, rel_tol=1e-5)
 
@@ -302,12 +306,94 @@ def test_freematch_fairness_loss_by_hand() -> None:
 
 
 def test_mixmatch_label_guessing_leaves_batch_norm_statistics_unchanged() -> None:
-    from aerossl.algorithms.mixmatch import frozen_bn_stats
+    from aerossl.algorithms import mixmatch, utils
 
+    assert mixmatch.frozen_bn_stats is utils.frozen_bn_stats  # one meaning, VAT's too
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with torch.no_grad(), frozen_bn_stats(net):
-        net(torch.rand(4, 3, 5, 5) + 3)
-        assert not torch.equal(net[1].running_mean, before["1.running_mean"])
+    with torch.no_grad(), mixmatch.frozen_bn_stats(net):
+        y = net(torch.rand(4, 3, 5, 5) + 3)
+    assert torch.allclose(y.mean((0, 2, 3)), net[1].bias, atol=1e-5)  # batch statistics
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_mixmatch_refuses_labeled_mix_which_it_would_ignore() -> None:
+    with pytest.raises(ConfigError, match=r"labeled_mix='mixup': mixmatch already mixes"):
+        config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "mixup"}})
+    assert config_from_dict({"algorithm": {"name": "mixmatch", "labeled_mix": "none"}})
+
+
+# ------------------------------------------------------------------ shared parts
+
+
+def test_flexmatch_and_freematch_are_fixmatch_with_another_selector() -> None:
+    from aerossl.algorithms.fixmatch import FixMatch
+    from aerossl.algorithms.selectors import FixedThreshold, FlexThresholds, FreeThresholds
+
+    kinds = {"fixmatch": FixedThreshold, "flexmatch": FlexThresholds,
+             "freematch": FreeThresholds}
+    for name, selector in kinds.items():
+        algo = make(name, FixedLogits({}), num_images=4)
+        assert isinstance(algo, FixMatch) and type(algo.thresholds) is selector, name
+    # with FlexMatch's class thresholds all at tau (and no update), its step is FixMatch's
+    table = {0.1: [2.0, 0.0, 0.0], 0.2: [3.0, 0.0, 0.0], 0.3: [0.0, 0.4, 0.0],
+             0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
+    batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
+    flex = make("flexmatch", FixedLogits(table), num_images=4, threshold=0.6)
+    flex.thresholds.class_threshold.fill_(0.6)
+    fix = make("fixmatch", FixedLogits(table), threshold=0.6)
+    out_flex, out_fix = (a.training_step(batch, StepContext(0, 10)) for a in (flex, fix))
+    assert out_fix.mask.tolist() == [1.0, 0.0]
+    assert torch.equal(out_flex.loss, out_fix.loss) and torch.equal(out_flex.mask, out_fix.mask)
+
+
+def test_weak_strong_logits_with_contrast_views_returns_their_features() -> None:
+    torch.manual_seed(0)
+    net = Normalized(create_model("cnn", 3, 3, widths=[8, 8, 8]), [0.5] * 3, [0.25] * 3).eval()
+    algo = make("fixmatch", net)
+    x, w, s, c = (torch.rand(n, 3, 16, 16) for n in (2, 3, 3, 3))
+    plain = algo.weak_strong_logits(x, w, s)
+    with_contrast = algo.weak_strong_logits(x, w, s, contrast=c)
+    assert len(plain) == 3 and len(with_contrast) == 4
+    for a, b in zip(plain, with_contrast[:3], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(with_contrast[3], net.forward_features(torch.cat([s, c])), atol=1e-6)
+    joint = algo.weak_strong_logits(x, w, s, joint=True, contrast=c)
+    assert torch.allclose(joint[1], plain[1], atol=1e-6) and not joint[1].requires_grad
+    assert torch.allclose(joint[3], with_contrast[3], atol=1e-6)
+
+
+def test_one_ema_update_for_the_evaluated_weights_and_the_mean_teacher() -> None:
+    from aerossl.ema import EMA, ema_update
+
+    avg, model = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    with torch.no_grad():
+        avg.weight.fill_(1.0)
+        model.weight.fill_(3.0)
+        model.running_mean.fill_(7.0)
+    ema_update(avg, model, 0.75)
+    assert avg.weight.tolist() == [1.5, 1.5]  # 0.75 * 1 + 0.25 * 3
+    assert avg.running_mean.tolist() == [7.0, 7.0]  # buffers copied
+    ema = EMA(nn.Linear(1, 1, bias=False), decay=0.999)
+    target = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ema.module.weight.fill_(0.0)
+        target.weight.fill_(1.0)
+    ema.update(target, step=0)  # warm-up: decay min(0.999, 1/10)
+    assert ema.module.weight.item() == pytest.approx(0.9)
+
+
+def test_freematch_logs_each_steps_global_threshold_not_the_live_buffer() -> None:
+    """The engine averages logged values over a window: each must keep its step's value."""
+    table = {0.1: [2.0, 0.0, 0.0], 0.2: [8.0, 0.0, 0.0], 0.3: [0.1, 0.0, 0.0],
+             0.4: [0.0, 1.0, 0.0], 0.5: [0.0, 0.0, 1.0]}
+    algo = make("freematch", FixedLogits(table), ema_momentum=0.5)
+    batch = Batch(labeled={"weak": image(0.1)}, labels=torch.tensor([0]),
+                  unlabeled={"weak": image(0.2, 0.3), "strong": image(0.4, 0.5)})
+    first = algo.training_step(batch, StepContext(0, 10)).log["threshold/global"]
+    value = float(first)
+    algo.training_step(batch, StepContext(1, 10))
+    assert float(algo.thresholds.global_threshold) != value
+    assert float(first) == value

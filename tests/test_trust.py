@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import aerossl
+from aerossl import checkpoint as checkpoint_module
 from aerossl.algorithms.fixmatch import FixMatch
 from aerossl.config import config_from_dict
-from aerossl.engine import checkpoint as checkpoint_module
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger

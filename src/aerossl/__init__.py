@@ -22,6 +22,7 @@ from aerossl.engine.trainer import RunResult
 from aerossl.errors import AerosslError, CheckpointError, ConfigError, DataError
 from aerossl.export import export_run
 from aerossl.predict import predict_paths
+from aerossl.runs import load_run_network
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "find_config",
     "finetune",
     "load_config",
+    "load_run_network",
     "noisy_student",
     "predict_paths",
     "pretrain",

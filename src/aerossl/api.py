@@ -14,14 +14,9 @@ from typing import Any
 from aerossl.config import Config, apply_overrides, config_from_dict, load_config
 from aerossl.engine.data import load_data
 from aerossl.engine.evaluate import evaluate_model
-from aerossl.engine.trainer import (
-    RunResult,
-    Trainer,
-    load_run_config,
-    load_run_network,
-    resolve_device,
-)
+from aerossl.engine.trainer import RunResult, Trainer
 from aerossl.errors import CheckpointError, ConfigError
+from aerossl.runs import load_run_config, load_run_network, resolve_device
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

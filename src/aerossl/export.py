@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from aerossl.engine.trainer import load_run_network
 from aerossl.errors import CheckpointError, ConfigError
+from aerossl.runs import load_run_network
 
 FORMATS = ("onnx", "torchscript")
 INPUT_DTYPES = ("uint8", "float")

@@ -28,8 +28,8 @@ import torch
 from aerossl.data.decode import TIFF_EXTENSIONS, read_image
 from aerossl.data.folder import walk_images
 from aerossl.data.multispectral import spec_for_image
-from aerossl.engine.trainer import load_run_network, resolve_device
 from aerossl.errors import AerosslError, DataError
+from aerossl.runs import load_run_network, resolve_device
 from aerossl.tasks import get_task
 
 # GeoTIFF tags and keys (OGC GeoTIFF 1.1).

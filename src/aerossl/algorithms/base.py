@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from aerossl.batch import Batch, StepContext, StepOutput, ViewSpec
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
 
@@ -27,65 +28,14 @@ class AlgorithmParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class ViewSpec:
-    """Which augmentation pipeline produces each named view of the labelled/unlabelled batch."""
-
-    labeled: dict[str, str]
-    unlabeled: dict[str, str] = field(default_factory=dict)
-
-    def pipelines(self) -> set[str]:
-        """Names of every pipeline these views use."""
-        return set(self.labeled.values()) | set(self.unlabeled.values())
-
-
-@dataclass
-class Batch:
-    """One training step's data, already augmented and on the training device.
-
-    ``unlabeled_true`` holds the hidden labels of the unlabelled images where the benchmark knows
-    them. It exists for logging pseudo-label accuracy only and must never enter a loss.
-    Labels are class indices ``(B,)``, or float multi-hot ``(B, C)`` for a multi-label task.
-    """
-
-    labeled: dict[str, Tensor]
-    labels: Tensor
-    unlabeled: dict[str, Tensor] = field(default_factory=dict)
-    unlabeled_true: Tensor | None = None
-    unlabeled_index: Tensor | None = None  # dataset indices of the unlabelled images (int64)
-    # encoded spatiotemporal metadata (B, meta_dim) float32, when data.metadata is set
-    labeled_meta: Tensor | None = None
-    unlabeled_meta: Tensor | None = None
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """Where training stands, for ramp-ups and annealing."""
-
-    step: int
-    total_steps: int
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        return min(1.0, self.step / max(1, self.total_steps))
-
-
-@dataclass
-class StepOutput:
-    """The loss to minimise and the values to log (scalars; averaged by the engine)."""
-
-    loss: Tensor
-    log: dict[str, Tensor | float] = field(default_factory=dict)
-
-
 @dataclass
 class RunData:
     """What the hooks :meth:`Algorithm.prepare` and :meth:`Algorithm.extra_metrics` may read:
     the run's cached images (uint8 N×C×H×W), labels and split indices, and the engine's batched
     eval-mode inference ``predict(module, indices) -> outputs`` (float32, CPU).
 
-    ``labels`` of the unlabelled images are hidden labels: never use them for training.
+    ``labels`` are those of the labelled and test images; the hidden labels of the unlabelled
+    images are -1 (the engine keeps them, see :meth:`Algorithm.offline_pseudo_labels`).
     """
 
     images: Tensor
@@ -161,37 +111,63 @@ class Algorithm(nn.Module):
             self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
 
     def weak_strong_logits(
-        self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits of the labelled, weak and strong views, for weak-to-strong methods.
+        self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False,
+        contrast: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """Logits ``(logits_x, logits_weak, logits_strong)`` of the labelled, weak and strong
+        views, for weak-to-strong methods.
 
         The weak view's logits carry no gradient: by default it runs without autograd and the
         labelled and strong views share one forward; ``joint`` runs all three in one forward
-        (batch norm sees them together, as the reference code does).
+        (batch norm sees them together, as the reference code does). With ``contrast`` (more
+        views trained in the same forward, e.g. CCSSL's second strong view) the network runs as
+        ``forward_features`` then ``forward_head`` and the pooled features of the strong and
+        ``contrast`` views are returned fourth.
         """
-        n, m = len(x), len(u_strong)
+        n, w, m = len(x), len(u_weak), len(u_strong)
         if joint:
-            logits_x, logits_weak, logits_strong = self.model(
-                torch.cat([x, u_weak, u_strong])).split([n, len(u_weak), m])
-            return logits_x, logits_weak.detach(), logits_strong
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split([n, m])
-        return logits_x, logits_weak, logits_strong
+            views = [x, u_weak, u_strong]
+            sizes = [n, w, m]
+        else:
+            with torch.no_grad():
+                logits_weak = self.model(u_weak)
+            views, sizes = [x, u_strong], [n, m]
+        if contrast is None:
+            logits = self.model(torch.cat(views)).split(sizes)
+            features = None
+        else:
+            all_features = self.model.forward_features(torch.cat([*views, contrast]))
+            logits = self.model.forward_head(all_features[: sum(sizes)]).split(sizes)
+            features = all_features[sum(sizes) - m:]
+        if joint:
+            logits_x, logits_weak, logits_strong = logits
+            logits_weak = logits_weak.detach()
+        else:
+            logits_x, logits_strong = logits
+        if features is None:
+            return logits_x, logits_weak, logits_strong
+        return logits_x, logits_weak, logits_strong, features
 
     # ------------------------------------------------------------ options any method can use
 
-    def mix_labeled(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def mix_labeled(self, x: Tensor, y: Tensor, meta: Tensor | None = None) -> tuple[Tensor, ...]:
         """Labelled inputs and soft targets, mixed by MixUp or CutMix when ``labeled_mix`` is on.
 
         Returns ``(x, targets)`` when it is off: ``one_hot(y)`` (train with
-        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task.
+        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task. With
+        per-image ``meta`` (B x D, e.g. encoded metadata) returns ``(x, targets, meta)``, the
+        metadata mixed with the same coefficient and permutation as the targets.
         """
         targets = self.task.targets(y, self.num_classes)
         mode = getattr(self.p, "labeled_mix", "none")
-        if mode == "none" or not self.training:
-            return x, targets
-        return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
+        if mode != "none" and self.training:
+            if meta is None:
+                return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
+            k = targets.shape[1]
+            x, mixed = mix_batch(x, torch.cat([targets, meta.to(targets.dtype)], 1), mode,
+                                 self.p.labeled_mix_alpha)
+            targets, meta = mixed[:, :k], mixed[:, k:].to(meta.dtype)
+        return (x, targets) if meta is None else (x, targets, meta)
 
     def align(self, probs: Tensor) -> Tensor:
         """Distribution alignment (ReMixMatch) of unlabelled guesses when ``dist_align`` is on:
@@ -234,6 +210,12 @@ class Algorithm(nn.Module):
         """Hook called once when a new run starts, before its first step (e.g. to pseudo-label
         the unlabelled images with a teacher). Not called on resume: keep results in buffers."""
 
+    def offline_pseudo_labels(self) -> tuple[Tensor, Tensor] | None:
+        """Pseudo-labels ``(N,)`` and weights ``(N,)`` over the whole dataset, for a method that
+        labels the unlabelled images once (Noisy Student); the engine scores them against the
+        hidden labels as ``pseudo_label_acc``. None (the default) for the others."""
+        return None
+
     def extra_metrics(self, network: nn.Module, data: RunData) -> dict[str, float]:
         """Extra test metrics of the evaluated ``network``, logged with each evaluation and
         written to summary.json (e.g. the linear-probe accuracy of a self-supervised encoder)."""
@@ -269,12 +251,21 @@ class SSLParams(LabeledMixParams):
     )
 
 
-def sigmoid_rampup(step: int, length: int) -> float:
-    """``exp(-5 (1 - t)^2)`` with ``t = step / length`` (Laine & Aila 2017); 1 after ``length``."""
+def rampup(step: float, length: float, shape: Literal["sigmoid", "linear"] = "sigmoid") -> float:
+    """A weight that ramps up over ``length`` steps and is 1 from then on (and when
+    ``length <= 0``), with ``t = step / length``: ``sigmoid`` is ``exp(-5 (1 - t)^2)`` (Laine &
+    Aila 2017), ``linear`` is ``t`` (MixMatch)."""
     if length <= 0 or step >= length:
         return 1.0
+    if shape == "linear":
+        return step / length
     t = 1.0 - step / length
     return math.exp(-5.0 * t * t)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """:func:`rampup` with the sigmoid shape."""
+    return rampup(step, length, "sigmoid")
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -289,16 +280,29 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tenso
     return (ce * mask).mean()
 
 
+def mixup(x: Tensor, targets: Tensor, alpha: float,
+          keep_larger: bool = False) -> tuple[Tensor, Tensor, float]:
+    """MixUp (Zhang et al. 2018): ``lam x + (1 - lam) x[perm]`` of a batch with a shuffled copy,
+    targets mixed with the same ``lam ~ Beta(alpha, alpha)`` and permutation. ``keep_larger``
+    uses ``max(lam, 1 - lam)`` so each mixed row stays closest to itself (MixMatch). Returns
+    ``(x', targets', lam)``."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    if keep_larger:
+        lam = max(lam, 1.0 - lam)
+    perm = torch.randperm(len(x), device=x.device)
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
+
+
 def mix_batch(x: Tensor, targets: Tensor, mode: str, alpha: float) -> tuple[Tensor, Tensor]:
-    """MixUp (convex combination) or CutMix (pasted box) of a batch with a shuffled copy.
+    """MixUp (:func:`mixup`) or CutMix (pasted box) of a batch with a shuffled copy.
 
     One coefficient ``lam ~ Beta(alpha, alpha)`` per batch; for CutMix the targets are mixed by
     the pasted area actually used.
     """
+    if mode == "mixup":
+        return mixup(x, targets, alpha)[:2]
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(len(x), device=x.device)
-    if mode == "mixup":
-        return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
     h, w = x.shape[-2:]
     cut = math.sqrt(1 - lam)
     ch, cw = int(h * cut), int(w * cut)
@@ -338,16 +342,3 @@ def get_algorithm(name: str) -> type[Algorithm]:
         raise ConfigError(f"unknown algorithm '{name}'{suggest(name, algorithm_names())} "
                           f"(available: {', '.join(algorithm_names())})")
     return _REGISTRY[name]
-
-
-@torch.no_grad()
-def pseudo_label_stats(pseudo: Tensor, mask: Tensor, truth: Tensor | None) -> dict[str, Tensor]:
-    """Mask rate and accuracy of the accepted pseudo-labels (truth used for logging only)."""
-    out = {"mask_rate": mask.float().mean()}
-    if truth is not None:
-        accepted = mask.bool()
-        n = accepted.sum()
-        correct = (pseudo[accepted] == truth[accepted]).sum()
-        out["pseudo_acc"] = correct / n if n > 0 else torch.tensor(float("nan"))
-        out["pseudo_acc_all"] = (pseudo == truth).float().mean()
-    return out

@@ -32,10 +32,11 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.contrastive import contrastive_loss
+from aerossl.algorithms.selectors import confident_pseudo_labels
 
 
 def positive_weights(pseudo: Tensor, confidence: Tensor, threshold: float) -> Tensor:
@@ -44,18 +45,6 @@ def positive_weights(pseudo: Tensor, confidence: Tensor, threshold: float) -> Te
     same = (pseudo[:, None] == pseudo[None, :]) & confident[:, None] & confident[None, :]
     weights = same.float() * confidence[:, None] * confidence[None, :]
     return weights.fill_diagonal_(1.0)
-
-
-def class_aware_contrastive_loss(z1: Tensor, z2: Tensor, weights: Tensor,
-                                 temperature: float) -> Tensor:
-    """Weighted SupCon loss over the views ``z1``, ``z2`` (B×d, L2-normalised) with image-pair
-    weights ``weights`` (B×B), the anchor's self-pair excluded."""
-    z = torch.cat([z1, z2]).float()
-    self_pair = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    sim = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
-    log_prob = (sim - torch.logsumexp(sim, dim=1, keepdim=True)).masked_fill(self_pair, 0.0)
-    w = weights.repeat(2, 2).masked_fill(self_pair, 0.0)
-    return (-(w * log_prob).sum(dim=1) / w.sum(dim=1)).mean()
 
 
 @register_algorithm("ccssl")
@@ -87,26 +76,22 @@ class CCSSL(Algorithm):
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
         u_weak, u_s1, u_s2 = (batch.unlabeled[v] for v in ("weak", "strong", "contrast"))
-        n, m = len(x), len(u_s1)
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        feats = self.model.forward_features(torch.cat([x, u_s1, u_s2]))
-        logits_x, logits_s1 = self.model.forward_head(feats[: n + m]).split([n, m])
+        m = len(u_s1)
+        logits_x, logits_weak, logits_s1, feats = self.weak_strong_logits(
+            x, u_weak, u_s1, contrast=u_s2)
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float(), dim=1))
-        confidence, pseudo = probs.max(dim=1)
-        mask = (confidence >= self.p.threshold).float()
+        pseudo, mask, confidence = confident_pseudo_labels(probs, self.p.threshold)
         loss_unsup = masked_cross_entropy(logits_s1, pseudo, mask)
 
-        z = F.normalize(self.projection(feats[n:]).float(), dim=1)
+        z = F.normalize(self.projection(feats).float(), dim=1)
         weights = positive_weights(pseudo, confidence, self.p.contrast_threshold)
-        loss_c = class_aware_contrastive_loss(*z.split([m, m]), weights, self.p.temperature)
+        loss_c = contrastive_loss(*z.split([m, m]), self.p.temperature, weights)
 
         loss = (loss_sup + self.p.lambda_u * loss_unsup + self.p.lambda_c * loss_c
                 + self.entropy_loss(logits_s1))
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "loss/contrast": loss_c.detach(),
                "contrast_rate": (confidence >= self.p.contrast_threshold).float().mean()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

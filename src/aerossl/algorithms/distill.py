@@ -31,6 +31,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.errors import ConfigError
+from aerossl.runs import load_run_network
 
 
 class TeacherParams(AlgorithmParams):
@@ -54,8 +55,6 @@ class TeacherMixin:
     teacher_classes: list[str]
 
     def _load_teacher(self, params: TeacherParams, num_classes: int) -> None:
-        from aerossl.engine.trainer import load_run_network  # the engine imports algorithms
-
         if not params.teacher:
             raise ConfigError(f"algorithm.teacher: '{self.name}' needs the run folder of a "
                               "trained teacher")

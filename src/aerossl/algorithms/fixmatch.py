@@ -1,15 +1,22 @@
-"""FixMatch (Sohn et al., NeurIPS 2020).
+"""FixMatch (Sohn et al., NeurIPS 2020), with a pluggable pseudo-label selector.
 
 For each unlabelled image: predict on a weak view, keep the arg-max as a hard pseudo-label when
-its confidence reaches ``threshold``, and train the strong view to predict it:
+the selector accepts it, and train the strong view to predict it:
 
-    loss = CE(x_weak, y) + lambda_u * mean(1[max p(u_weak) >= tau] * CE(u_strong, argmax p(u_weak)))
+    loss = CE(x_weak, y) + lambda_u * mean(mask(p(u_weak)) * CE(u_strong, argmax p(u_weak)))
+
+FixMatch's selector is the fixed confidence threshold ``mask = 1[max p >= tau]``. FlexMatch and
+FreeMatch (:mod:`~aerossl.algorithms.flexmatch`, :mod:`~aerossl.algorithms.freematch`) are this
+class with their adaptive selectors (:mod:`~aerossl.algorithms.selectors`).
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from pydantic import Field
+from torch import Tensor, nn
 
 from aerossl.algorithms.base import (
     Algorithm,
@@ -20,25 +27,38 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.selectors import SELECTORS, SelectorName
+
+
+class WeakStrongParams(SSLParams):
+    """Options of every weak-to-strong pseudo-labelling method on FixMatch."""
+
+    lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the guesses")
+    joint_batch: bool = Field(
+        False,
+        description="one forward over labelled, weak and strong views (batch norm sees them "
+        "together, as in the reference code); false runs the weak view without autograd",
+    )
 
 
 @register_algorithm("fixmatch")
 class FixMatch(Algorithm):
     """Confidence-thresholded pseudo-labels from weak views train strong views."""
 
-    class Params(SSLParams):
+    #: the pseudo-label selector (:data:`~aerossl.algorithms.selectors.SELECTORS`)
+    selector: ClassVar[SelectorName] = "fixed"
+
+    class Params(WeakStrongParams):
         threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau")
-        temperature: float = Field(1.0, gt=0, description="softmax temperature of the guesses")
-        lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
-        joint_batch: bool = Field(
-            False,
-            description="one forward over labelled, weak and strong views (batch norm sees them "
-            "together, as in the reference code); false runs the weak view without autograd",
-        )
+
+    def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
+                 **data: Any) -> None:
+        super().__init__(model, params, num_classes, **data)
+        self.thresholds = SELECTORS[self.selector](params, num_classes, self.num_images)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
@@ -51,11 +71,20 @@ class FixMatch(Algorithm):
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))
-        confidence, pseudo = probs.max(dim=1)
-        mask = (confidence >= self.p.threshold).float()
+        pseudo = probs.argmax(dim=1)
+        mask = self.thresholds(probs, batch.unlabeled_index)
         loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
 
-        loss = loss_sup + self.p.lambda_u * loss_unsup + self.entropy_loss(logits_strong)
+        loss = loss_sup + self.p.lambda_u * loss_unsup
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        extra = self.extra_loss(logits_strong, mask, log)
+        if extra is not None:
+            loss = loss + extra
+        loss = loss + self.entropy_loss(logits_strong)
+        log.update(self.thresholds.log())
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)
+
+    def extra_loss(self, logits_strong: Tensor, mask: Tensor,
+                   log: dict[str, Tensor | float]) -> Tensor | None:
+        """A further weighted loss term on the strong views, logged into ``log`` (none)."""
+        return None

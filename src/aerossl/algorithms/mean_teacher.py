@@ -33,6 +33,7 @@ from aerossl.algorithms.base import (
     soft_cross_entropy,
 )
 from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight, softmax_mse
+from aerossl.ema import ema_update
 
 
 @register_algorithm("mean_teacher")
@@ -78,9 +79,5 @@ class MeanTeacher(Algorithm):
     def update_teacher(self) -> None:
         """One EMA step of the teacher towards the student; buffers (BN statistics) copied."""
         k = int(self.teacher_updates)
-        decay = min(1.0 - 1.0 / (k + 1), self.p.ema_decay)
-        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
-            t.lerp_(s.detach(), 1.0 - decay)
-        for t, s in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
-            t.copy_(s)
+        ema_update(self.teacher, self.model, min(1.0 - 1.0 / (k + 1), self.p.ema_decay))
         self.teacher_updates += 1

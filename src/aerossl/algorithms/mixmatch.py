@@ -15,12 +15,9 @@ holds labelled and unlabelled images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from pydantic import Field
-from torch import Tensor, nn
+from pydantic import Field, model_validator
+from torch import Tensor
 
 from aerossl.algorithms.base import (
     Algorithm,
@@ -30,25 +27,18 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    pseudo_label_stats,
+    mixup,
+    rampup,
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.utils import frozen_bn_stats
 
 
 def sharpen(probs: Tensor, temperature: float) -> Tensor:
     """``p^(1/T)`` renormalised per row."""
     p = probs.pow(1.0 / temperature)
     return p / p.sum(dim=1, keepdim=True)
-
-
-def mixup(x: Tensor, targets: Tensor, alpha: float) -> tuple[Tensor, Tensor, float]:
-    """MixMatch's MixUp: ``lam' = max(lam, 1 - lam)`` with ``lam ~ Beta(alpha, alpha)``; inputs
-    and targets mixed with the same ``lam'`` and permutation. Returns ``(x', targets', lam')``."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    lam = max(lam, 1.0 - lam)
-    perm = torch.randperm(len(x), device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
 
 
 def interleave(chunks: list[Tensor]) -> list[Tensor]:
@@ -67,20 +57,6 @@ def interleave(chunks: list[Tensor]) -> list[Tensor]:
     return [torch.cat(p) for p in parts]
 
 
-@contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` (batch norm still normalising by batch statistics in training mode) and
-    restore every batch norm's running statistics afterwards, as the reference code does for
-    the label-guessing pass."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
-    try:
-        yield
-    finally:
-        for m, state in zip(norms, saved, strict=True):
-            m.load_state_dict(state)
-
-
 @register_algorithm("mixmatch")
 class MixMatch(Algorithm):
     """Sharpened guesses from K weak views, MixUp over labelled + unlabelled, MSE consistency."""
@@ -94,6 +70,14 @@ class MixMatch(Algorithm):
             0.015625, ge=0, le=1,
             description="fraction of training over which lambda_u ramps up linearly (1/64)",
         )
+
+        @model_validator(mode="after")
+        def _no_labeled_mix(self) -> MixMatch.Params:
+            if self.labeled_mix != "none":
+                raise ValueError(f"labeled_mix={self.labeled_mix!r}: mixmatch already mixes every "
+                                 "labelled and unlabelled image (MixUp with 'alpha'); leave "
+                                 "labeled_mix at none")
+            return self
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
@@ -119,18 +103,16 @@ class MixMatch(Algorithm):
             guess = sharpen(self.align(probs), self.p.temperature)
 
         n = len(x)
-        mixed_x, mixed_t, lam = mixup(torch.cat([x, *u]),
-                                      torch.cat([targets, *[guess] * len(u)]), self.p.alpha)
+        mixed_x, mixed_t, lam = mixup(torch.cat([x, *u]), torch.cat([targets, *[guess] * len(u)]),
+                                      self.p.alpha, keep_larger=True)
         logits = self.forward_interleaved(mixed_x, n)
         loss_sup = soft_cross_entropy(logits[:n], mixed_t[:n])
         loss_unsup = ((torch.softmax(logits[n:].float(), dim=1) - mixed_t[n:]) ** 2).mean()
-        length = self.p.rampup * ctx.total_steps
-        ramp = min(1.0, ctx.step / length) if length > 0 else 1.0
-        weight = self.p.lambda_u * ramp
+        weight = self.p.lambda_u * rampup(ctx.step, self.p.rampup * ctx.total_steps, "linear")
 
         loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits[n:])
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": weight, "mix_lambda": lam}
-        pseudo = guess.argmax(dim=1)
-        log.update(pseudo_label_stats(pseudo, torch.ones_like(pseudo), batch.unlabeled_true))
-        return StepOutput(loss, log)
+        pseudo = guess.argmax(dim=1)  # every guess is used: the mask is all ones
+        mask = torch.ones_like(pseudo, dtype=torch.float)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -37,30 +37,6 @@ def multilabel_pseudo_labels(
     return positive.float(), (positive | negative).float()
 
 
-@torch.no_grad()
-def multilabel_pseudo_label_stats(
-    pseudo: Tensor, mask: Tensor, truth: Tensor | None
-) -> dict[str, Tensor]:
-    """Acceptance rates of positive and negative pseudo-labels (over all entries) and, with the
-    hidden labels (logging only), the precision of each and the accuracy of all accepted."""
-    accepted = mask.bool()
-    pos, neg = accepted & (pseudo > 0.5), accepted & (pseudo <= 0.5)
-    out = {"mask_rate": accepted.float().mean(), "pos_rate": pos.float().mean(),
-           "neg_rate": neg.float().mean()}
-    if truth is not None:
-        true = truth > 0.5
-        nan = torch.tensor(float("nan"))
-
-        def share(hits: Tensor, total: Tensor) -> Tensor:
-            n = total.sum()
-            return hits.sum() / n if n > 0 else nan
-
-        out["pseudo_precision_pos"] = share(pos & true, pos)
-        out["pseudo_precision_neg"] = share(neg & ~true, neg)
-        out["pseudo_acc"] = share(accepted & ((pseudo > 0.5) == true), accepted)
-    return out
-
-
 @register_algorithm("multilabel_fixmatch")
 class MultiLabelFixMatch(Algorithm):
     """Confident per-class sigmoid pseudo-labels of weak views train strong views."""
@@ -86,11 +62,8 @@ class MultiLabelFixMatch(Algorithm):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
-        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split(
-            [len(x), len(u_strong)])
+        logits_x, logits_weak, logits_strong = self.weak_strong_logits(
+            x, batch.unlabeled["weak"], batch.unlabeled["strong"])
 
         loss_sup = self.task.loss(logits_x, targets)
         probs = torch.sigmoid(logits_weak.float() / self.p.temperature)
@@ -100,5 +73,4 @@ class MultiLabelFixMatch(Algorithm):
 
         loss = loss_sup + self.p.lambda_u * loss_unsup
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach()}
-        log.update(multilabel_pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -31,7 +31,6 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    pseudo_label_stats,
     register_algorithm,
 )
 from aerossl.algorithms.distill import TeacherMixin, TeacherParams
@@ -79,8 +78,6 @@ class NoisyStudent(TeacherMixin, Algorithm):
         self._load_teacher(params, num_classes)
         self.register_buffer("targets", torch.zeros(self.num_images, num_classes))
         self.register_buffer("weights", torch.zeros(self.num_images))
-        # accuracy of the used pseudo-labels against the hidden labels: reported, never trained on
-        self.register_buffer("pseudo_label_acc", torch.tensor(float("nan")))
 
     @torch.no_grad()
     def prepare(self, data: RunData) -> None:
@@ -102,15 +99,18 @@ class NoisyStudent(TeacherMixin, Algorithm):
         true = data.labels.cpu()[lab]
         self.targets[lab] = F.one_hot(true, self.num_classes).float().to(self.targets)
         self.weights[lab] = 1.0
-        hidden = data.labels.cpu()[rows]  # for the log only
-        used = weight > 0
-        acc = float((label[used] == hidden[used]).float().mean()) if used.any() else float("nan")
-        self.pseudo_label_acc.fill_(acc)
-        log.info("noisy student: %d of %d unlabelled images pseudo-labelled (accuracy %.3f, "
-                 "hidden labels used for this log line only)", int(used.sum()), len(idx), acc)
+        log.info("noisy student: %d of %d unlabelled images pseudo-labelled",
+                 int((weight > 0).sum()), len(idx))
 
-    def extra_metrics(self, network: torch.nn.Module, data: RunData) -> dict[str, float]:
-        return {"pseudo_label_acc": float(self.pseudo_label_acc)}
+    def offline_pseudo_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's pseudo-labels (arg-max of the targets) and their weights: the engine
+        logs their accuracy against the hidden labels as ``pseudo_label_acc``."""
+        return self.targets.argmax(dim=1), self.weights
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # older checkpoints kept the pseudo-labels' accuracy; the engine computes it now
+        state_dict.pop(prefix + "pseudo_label_acc", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, u = batch.labeled["x"], batch.unlabeled["x"]
@@ -123,6 +123,5 @@ class NoisyStudent(TeacherMixin, Algorithm):
         loss_u = (weight * per_image).mean()
         loss = loss_sup + self.p.lambda_u * loss_u
         values = {"loss/sup": loss_sup.detach(), "loss/pseudo": loss_u.detach()}
-        values.update(pseudo_label_stats(targets.argmax(1), (weight > 0).float(),
-                                         batch.unlabeled_true))
-        return StepOutput(loss, values)
+        return StepOutput(loss, values, pseudo_labels=targets.argmax(1),
+                          mask=(weight > 0).float())

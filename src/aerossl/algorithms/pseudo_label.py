@@ -21,10 +21,10 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
+from aerossl.algorithms.selectors import confident_pseudo_labels
 from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight
 
 
@@ -47,13 +47,11 @@ class PseudoLabel(Algorithm):
         loss_sup = soft_cross_entropy(logits_x, targets)
         with torch.no_grad():
             probs = self.align(torch.softmax(full_precision(logits_u), dim=1))
-            confidence, pseudo = probs.max(dim=1)
-            mask = (confidence >= self.p.threshold).float()
+            pseudo, mask, _ = confident_pseudo_labels(probs, self.p.threshold)
         loss_unsup = masked_cross_entropy(logits_u, pseudo, mask)
 
         weight = ramped_weight(self.p, ctx)
         loss = loss_sup + weight * loss_unsup + self.entropy_loss(logits_u)
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": weight}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

@@ -31,17 +31,7 @@ from aerossl.algorithms.base import (
     ViewSpec,
     register_algorithm,
 )
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """NT-Xent loss of two batches of projections (paired by row) and the accuracy of picking
-    the partner view."""
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    n = len(z1)
-    sim = z @ z.t() / temperature
-    sim.fill_diagonal_(float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, partner), (sim.argmax(1) == partner).float().mean()
+from aerossl.algorithms.contrastive import nt_xent
 
 
 def linear_probe(

@@ -15,21 +15,18 @@ teacher's representation at the injection point:
 
 Only the student is evaluated and exported (``eval_model``): prediction needs no metadata.
 
-Pseudo-label selection is a module in :data:`SELECTORS` (``Params.selector``), called with the
-teacher's probabilities and the images' dataset indices and returning a per-image weight in
-[0, 1]: ``fixed`` is FixMatch's threshold ``tau``; ``flexmatch`` FlexMatch's class-wise
-thresholds from each class's learning effect over the ``num_images`` remembered predictions
-(:class:`~aerossl.algorithms.flexmatch.FlexThresholds`, upper threshold ``tau``,
-``threshold_warmup``); ``freematch`` FreeMatch's self-adaptive thresholds
-(:class:`~aerossl.algorithms.freematch.FreeThresholds`, EMA momentum ``ema_momentum``). The
-modules are the ones those algorithms use; their running state lives in buffers under
-``selector.``, so it is checkpointed with the algorithm.
+Pseudo-label selection is a module of :mod:`~aerossl.algorithms.selectors` (``Params.selector``),
+called with the teacher's probabilities and the images' dataset indices and returning a
+per-image weight in [0, 1]: ``fixed`` is FixMatch's threshold ``tau``; ``flexmatch``
+FlexMatch's class-wise thresholds (upper threshold ``tau``, ``threshold_warmup``);
+``freematch`` FreeMatch's self-adaptive thresholds (EMA momentum ``ema_momentum``). The modules
+are the ones those algorithms use; their running state lives in buffers under ``selector.``,
+so it is checkpointed with the algorithm.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -46,37 +43,11 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     masked_cross_entropy,
-    pseudo_label_stats,
     register_algorithm,
     soft_cross_entropy,
 )
-from aerossl.algorithms.flexmatch import FlexThresholds
-from aerossl.algorithms.freematch import FreeThresholds
+from aerossl.algorithms.selectors import SELECTORS, SelectorName
 from aerossl.errors import ConfigError
-
-
-class FixedThreshold(nn.Module):
-    """FixMatch's selection: weight 1 where the confidence reaches ``threshold``, else 0."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold = threshold
-
-    def forward(self, probs: Tensor, index: Tensor | None) -> Tensor:
-        """Per-image weights of the arg-max pseudo-labels of ``probs`` (B x K)."""
-        return (probs.max(dim=1).values >= self.threshold).float()
-
-
-SelectorName = Literal["fixed", "flexmatch", "freematch"]
-
-SELECTORS: dict[str, Callable[[AlgorithmParams, int, int], nn.Module]] = {
-    "fixed": lambda p, num_classes, num_images: FixedThreshold(p.threshold),
-    "flexmatch": lambda p, num_classes, num_images: FlexThresholds(
-        num_classes, num_images, p.threshold, p.threshold_warmup),
-    "freematch": lambda p, num_classes, num_images: FreeThresholds(num_classes, p.ema_momentum),
-}
-"""Pseudo-label selection rules: ``make(params, num_classes, num_images)`` gives a module
-called as ``selector(probs, unlabeled_index) -> weights``."""
 
 
 class MetadataMLP(nn.Module):
@@ -137,9 +108,11 @@ class Spatiotemporal(Algorithm):
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         if batch.labeled_meta is None or batch.unlabeled_meta is None:
             raise ConfigError("algorithm 'spatiotemporal' got a batch without metadata")
-        x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
+        # labelled images and their metadata are mixed alike (labeled_mix)
+        x, targets, meta_x = self.mix_labeled(batch.labeled["weak"], batch.labels,
+                                              batch.labeled_meta)
         u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        meta = torch.cat([batch.labeled_meta, batch.unlabeled_meta])
+        meta = torch.cat([meta_x, batch.unlabeled_meta])
         n = len(x)
         with torch.no_grad():
             logits_weak = self.teacher.head(self.teacher_features(u_weak, batch.unlabeled_meta))
@@ -166,11 +139,10 @@ class Spatiotemporal(Algorithm):
                 + self.entropy_loss(logits_s[n:]))
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "loss/distill": loss_distill.detach()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        if batch.unlabeled_true is not None:  # logging only: does the student agree?
-            log["student_acc_strong"] = (logits_s[n:].argmax(1) == batch.unlabeled_true).float(
-            ).mean().detach()
-        return StepOutput(loss, log)
+        # the engine scores the student's strong-view predictions as student_acc_strong
+        student = logits_s[n:].detach().argmax(1)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask,
+                          predictions={"student_acc_strong": student})
 
     def eval_model(self) -> nn.Module:
         """The image-only student."""

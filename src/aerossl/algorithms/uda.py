@@ -29,9 +29,9 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    pseudo_label_stats,
     register_algorithm,
 )
+from aerossl.algorithms.selectors import confident_pseudo_labels
 from aerossl.algorithms.utils import full_precision
 
 
@@ -69,11 +69,8 @@ class UDA(Algorithm):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
-        u_weak, u_strong = batch.unlabeled["weak"], batch.unlabeled["strong"]
-        with torch.no_grad():
-            logits_weak = self.model(u_weak)
-        logits_x, logits_strong = self.model(torch.cat([x, u_strong])).split(
-            [len(x), len(u_strong)])
+        logits_x, logits_weak, logits_strong = self.weak_strong_logits(
+            x, batch.unlabeled["weak"], batch.unlabeled["strong"])
 
         logp_x = torch.log_softmax(full_precision(logits_x), dim=1)
         eta = tsa_threshold(self.p.tsa, ctx.progress, self.num_classes)
@@ -82,8 +79,7 @@ class UDA(Algorithm):
         loss_sup = (-(targets * logp_x).sum(dim=1) * sup_mask).mean()
 
         probs = self.align(torch.softmax(full_precision(logits_weak), dim=1))
-        confidence, pseudo = probs.max(dim=1)
-        mask = (confidence >= self.p.threshold).float()
+        pseudo, mask, _ = confident_pseudo_labels(probs, self.p.threshold)
         q = sharpen(probs, self.p.temperature)
         ce = -(q * torch.log_softmax(full_precision(logits_strong), dim=1)).sum(dim=1)
         loss_unsup = (ce * mask).mean()
@@ -92,5 +88,4 @@ class UDA(Algorithm):
         log = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_unsup.detach(),
                "lambda_u": self.p.lambda_u, "tsa_threshold": eta,
                "sup_mask_rate": sup_mask.mean()}
-        log.update(pseudo_label_stats(pseudo, mask, batch.unlabeled_true))
-        return StepOutput(loss, log)
+        return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)

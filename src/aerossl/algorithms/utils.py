@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from aerossl.algorithms.base import SSLParams, StepContext, sigmoid_rampup
+from aerossl.algorithms.base import SSLParams, StepContext, rampup
 
 
 class RampedParams(SSLParams):
-    """An unlabelled loss weight ``lambda_u`` ramped up by ``sigmoid_rampup``."""
+    """An unlabelled loss weight ``lambda_u`` ramped up by the sigmoid :func:`rampup`."""
 
     lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss after ramp-up")
     rampup_fraction: float = Field(
@@ -26,7 +26,7 @@ class RampedParams(SSLParams):
 def ramped_weight(params: RampedParams, ctx: StepContext) -> float:
     """``lambda_u * exp(-5 (1 - t)^2)``, ``t`` = step / (rampup_fraction * total_steps)."""
     length = round(params.rampup_fraction * ctx.total_steps)
-    return params.lambda_u * sigmoid_rampup(ctx.step, length)
+    return params.lambda_u * rampup(ctx.step, length)
 
 
 def softmax_mse(logits: Tensor, target_probs: Tensor) -> Tensor:
@@ -43,7 +43,9 @@ def full_precision(t: Tensor) -> Tensor:
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """Batch-norm layers normalise with the batch's statistics (as in training) but leave their
-    running statistics and counters untouched, e.g. for forward passes on perturbed inputs."""
+    running statistics and counters untouched: for forward passes whose inputs must not shape
+    the statistics the network is evaluated with (MixMatch's label guessing, as in its
+    reference code; VAT's perturbed inputs)."""
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.track_running_stats for m in layers]
     for m in layers:

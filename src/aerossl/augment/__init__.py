@@ -16,10 +16,11 @@ from aerossl.augment.base import (
 )
 from aerossl.augment.contrastive import ColorJitter, GaussianBlur, RandomGrayscale, ResizedCrop
 from aerossl.augment.ops import Crop, Cutout, Flip, Rot90
-from aerossl.augment.randaugment import RANDAUGMENT_OPS, RandAugment
+from aerossl.augment.randaugment import FIXMATCH_OPS, RANDAUGMENT_OPS, RandAugment
 
 __all__ = [
     "AUGMENTATIONS",
+    "FIXMATCH_OPS",
     "RANDAUGMENT_OPS",
     "Augmentation",
     "ColorJitter",

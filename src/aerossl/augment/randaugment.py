@@ -24,7 +24,16 @@ RANDAUGMENT_OPS: tuple[str, ...] = (
     "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
     "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY",
 )
-"""FixMatch's RandAugment op list; sampled params ``ops`` index into this tuple."""
+"""Every op RandAugment knows (``ops`` may name any); sampled params ``ops`` index into this
+tuple. A new op may go anywhere in it: ops are drawn by name from :data:`FIXMATCH_OPS` (or the
+configured ``ops``), so adding one changes no seed's strong views."""
+
+FIXMATCH_OPS: tuple[str, ...] = (
+    "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
+    "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY",
+)
+"""FixMatch's op list, the default draw (``ops: null``). Frozen: changing it changes every
+seed's strong views (pinned by a golden hash of a seeded draw in tests/test_augment.py)."""
 
 MAX_ENHANCE = 0.95  # Brightness/Color/Contrast/Sharpness factor 1 ± 0.95·μ, i.e. [0.05, 1.95]
 MAX_POSTERIZE = 4  # bits 8 − round(4·μ), i.e. 8..4
@@ -89,7 +98,7 @@ def affine_matrices(op_names: Sequence[str], ops: Tensor, value: Tensor, h: int,
 def _canonical_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     """Validate a RandAugment op list (case-insensitive names) into canonical names."""
     if ops is None:
-        return RANDAUGMENT_OPS
+        return FIXMATCH_OPS
     if isinstance(ops, str) or not isinstance(ops, Sequence) or not ops:
         raise ConfigError(f"augmentation 'randaugment': parameter 'ops' must be a non-empty "
                           f"list of op names or null, got {ops!r}")
@@ -107,7 +116,7 @@ def _canonical_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
 @register_augmentation("randaugment")
 class RandAugment(Augmentation):
     """FixMatch-style RandAugment: each image draws ``n`` ops uniformly (with replacement) from
-    ``ops`` (default: all of ``RANDAUGMENT_OPS``) and applies them in order, each with its own
+    ``ops`` (default: FixMatch's 14, ``FIXMATCH_OPS``) and applies them in order, each with its own
     magnitude fraction ``μ`` (uniform in [0, m/10] if ``random_magnitude`` else exactly m/10)
     and, for signed ops, its own random sign.
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.algorithms.base import Batch, ViewSpec
 from aerossl.augment import Compose
+from aerossl.batch import Batch, ViewSpec
 from aerossl.data.sampler import IndexStream
 from aerossl.engine.data import DataBundle
 from aerossl.models.normalize import Normalized
@@ -247,7 +247,6 @@ class BankBatchBuilder:
             uidx = self.unlabeled.next()
             batch.unlabeled = self._views(uidx, self.views.unlabeled)
             batch.unlabeled_index = uidx.to(self.device)
-            batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
             if self.meta is not None:
                 batch.unlabeled_meta = self.meta[uidx.to(self.device)]
         return batch

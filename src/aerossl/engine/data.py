@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aerossl.algorithms import Batch, ViewSpec
 from aerossl.augment import Compose
+from aerossl.batch import Batch, ViewSpec
 from aerossl.config import DataConfig
 from aerossl.data import (
     FolderDataset,
@@ -260,7 +260,6 @@ class BatchBuilder:
             uidx = self.unlabeled.next()
             batch.unlabeled = self._views(self._gather(uidx), self.views.unlabeled)
             batch.unlabeled_index = uidx.to(self.device)
-            batch.unlabeled_true = self.labels[uidx.to(self.labels.device)]
             if self.meta is not None:
                 batch.unlabeled_meta = self.meta[uidx.to(self.device)]
         return batch

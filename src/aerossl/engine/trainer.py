@@ -26,7 +26,7 @@ from torch import nn
 from aerossl.algorithms import Algorithm, StepContext, get_algorithm
 from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
-from aerossl.config import Config, config_from_dict, read_yaml, save_config
+from aerossl.config import Config, save_config
 from aerossl.data import write_split
 from aerossl.data.cache import default_cache_dir
 from aerossl.data.metadata import resolve_metadata_file
@@ -38,6 +38,11 @@ from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
+from aerossl.engine.pseudo_stats import (
+    offline_pseudo_label_metrics,
+    step_log,
+    visible_labels,
+)
 from aerossl.engine.transfer import (
     backbone_parameter_ids,
     freeze_backbone,
@@ -46,10 +51,14 @@ from aerossl.engine.transfer import (
     load_init,
     norms_eval,
 )
-from aerossl.errors import AerosslError, CheckpointError, ConfigError
-from aerossl.models import create_model
-from aerossl.models.normalize import Normalized
+from aerossl.errors import AerosslError, ConfigError
 from aerossl.models.pretrained import load_pretrained, pretrained_source
+from aerossl.runs import (  # noqa: F401 (load_run_*: re-exported for older imports)
+    build_network,
+    load_run_config,
+    load_run_network,
+    resolve_device,
+)
 
 log = logging.getLogger("aerossl")
 
@@ -81,19 +90,6 @@ class RunResult:
         return d
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"train.device: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: CUDA requested but not available")
-    return device
-
-
 def new_run_dir(cfg: Config) -> Path:
     """``output_dir/name``, or ``name-2``, ``name-3``... if that folder is already used."""
     base = Path(cfg.output_dir) / cfg.name
@@ -102,13 +98,6 @@ def new_run_dir(cfg: Config) -> Path:
         k += 1
         run_dir = base.with_name(f"{base.name}-{k}")
     return run_dir
-
-
-def build_network(cfg: Config, num_classes: int, channels: int) -> Normalized:
-    """The configured classifier behind per-channel normalisation."""
-    assert cfg.data.mean is not None and cfg.data.std is not None
-    backbone = create_model(cfg.model.name, num_classes, channels, **cfg.model_params())
-    return Normalized(backbone, cfg.data.mean, cfg.data.std)
 
 
 def lr_factor(step: int, cfg: Config) -> float:
@@ -451,7 +440,8 @@ class Trainer:
                            self.amp_dtype if self.amp else None, t.channels_last)
 
         s = self.data.split
-        return RunData(self.eval_inputs, self.data.labels, s.labeled, s.unlabeled, s.test, infer,
+        labels = visible_labels(self.data.labels, s.unlabeled, s.labeled)  # hidden ones: -1
+        return RunData(self.eval_inputs, labels, s.labeled, s.unlabeled, s.test, infer,
                        self.data.classes)
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -468,7 +458,7 @@ class Trainer:
             out = step(batch, ctx)
         if distributed.any_rank(not bool(torch.isfinite(out.loss)), self.device):
             self._on_nonfinite(batch, out, ctx)
-            values = {"loss": out.loss.detach(), **out.log}
+            values = step_log(out, batch, self.batches.labels)
             return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -480,7 +470,7 @@ class Trainer:
             self.ema.update(self.algorithm.eval_model(), ctx.step)
         self.algorithm.on_step_end(ctx)
         t3 = time.perf_counter()
-        values = {"loss": out.loss.detach(), **out.log}
+        values = step_log(out, batch, self.batches.labels)
         times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2}
         return values, times
 
@@ -575,8 +565,10 @@ class Trainer:
             best = result.score > self.best_acc  # best_acc: best of the task's selection metric
             if best:
                 self.best_acc, self.best_step = result.score, self.step
-            self.extra_metrics = self.algorithm.extra_metrics(self.eval_network(),
-                                                              self.run_data())
+            self.extra_metrics = {
+                **self.algorithm.extra_metrics(self.eval_network(), self.run_data()),
+                **offline_pseudo_label_metrics(self.algorithm, self.data.labels,
+                                               self.data.split.unlabeled, self.data.split.labeled)}
             self.logger.log(self.step, "test", {"acc": result.accuracy, "loss": result.loss,
                                                 **result.metrics, f"best_{result.metric}":
                                                 self.best_acc, **self.extra_metrics})
@@ -717,43 +709,3 @@ def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str])
     data = {"step": step, **result.to_dict(), "classes": classes}
     with writing(run_dir / "eval.json"):
         (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
-
-
-def load_run_config(run_dir: Path) -> Config:
-    """The resolved config a run folder was started with."""
-    path = Path(run_dir) / "config.yaml"
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    return config_from_dict(read_yaml(path), str(path))
-
-
-def load_run_network(
-    run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A run's evaluated network (eval mode, on ``device``) and what describes it: classes,
-    image size, channels, step, model name and normalisation."""
-    run_dir = Path(run_dir)
-    if checkpoint not in ("last", "best"):
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}: use 'last' or 'best'")
-    cfg = load_run_config(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = load_checkpoint(path, device)
-    classes = state.get("classes")
-    if not classes:
-        raise CheckpointError(f"{path} does not record the run's classes")
-    if cfg.data.mean is None:
-        raise CheckpointError(f"{run_dir / 'config.yaml'} has no data.mean; the run never started")
-    channels = len(cfg.data.mean)
-    network = build_network(cfg, len(classes), channels)
-    try:
-        network.load_state_dict(state["eval_model"])
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path} does not match the network of {run_dir / 'config.yaml'}: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-    network.to(device).eval()
-    info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
-            "channels": channels, "step": int(state.get("step", -1)),
-            "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-            "task": cfg.data.resolved_task(), "bands": cfg.data.bands,
-            "band_min": cfg.data.band_min, "band_max": cfg.data.band_max}
-    return network, info
