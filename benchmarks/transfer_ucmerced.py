@@ -146,7 +146,7 @@ def forgetting(args: argparse.Namespace, out: Path, source: Path, target: Path,
                source_classes: list[str], target_classes: list[str]) -> int:
     """LwF vs plain fine-tuning vs a frozen backbone: the source classes are the old task,
     the target classes the new one; old-task accuracy on the source's test half."""
-    from aerossl.algorithms.lwf import old_task_accuracy
+    from aerossl.old_task import old_task_accuracy
 
     base = {"seed": args.seed,
             "data": {"root": str(target), "image_size": 32, "labels_per_class": 4},

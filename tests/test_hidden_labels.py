@@ -113,6 +113,9 @@ def _run(dataset: dict, algorithm: str, shift: int) -> tuple[list[dict], dict, T
         data["metadata_file"] = str(dataset["meta"])
     if algorithm in ("noisy_student", "distill"):
         extra.setdefault("algorithm", {})["teacher"] = str(dataset["teacher"])
+    if algorithm == "lwf":  # fine-tuned from the original run, which it keeps predicting
+        extra.setdefault("algorithm", {})["source"] = str(dataset["teacher"])
+        extra.setdefault("model", {})["init"] = str(dataset["teacher"])
     out = dataset["out"]
     cfg = config_from_dict(_config(out, out / f"{algorithm}-{shift}", algorithm, extra))
     trainer = Trainer(cfg)

@@ -12,10 +12,11 @@ from conftest import DEMO_CLASSES, small_config
 import aerossl
 from aerossl.algorithms import StepContext, get_algorithm
 from aerossl.algorithms.base import Batch
-from aerossl.algorithms.lwf import lwf_loss, old_task_accuracy, old_task_network
+from aerossl.algorithms.lwf import lwf_loss
 from aerossl.cli import main
 from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import ConfigError
+from aerossl.old_task import old_task_accuracy, old_task_network
 
 
 def test_lwf_loss_matches_a_hand_computation() -> None:

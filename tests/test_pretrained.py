@@ -279,6 +279,8 @@ def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_
         cfg["name"] = name
         if "teacher" in get_algorithm(name).Params.model_fields:
             cfg["algorithm"]["teacher"] = str(teacher.run_dir)
+        if "source" in get_algorithm(name).Params.model_fields:  # LwF: from the original run
+            cfg["algorithm"]["source"] = cfg["model"]["init"] = str(teacher.run_dir)
         shipped = CONFIG_DIR / f"ucmerced_{name}.yaml"
         if shipped.is_file() and "augment" in read_yaml(shipped):  # e.g. ccssl's "contrast"
             cfg["augment"] = read_yaml(shipped)["augment"]

@@ -207,7 +207,7 @@ def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: s
                       device: str = "cpu") -> float:
     """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
     backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
-    from aerossl.algorithms.lwf import old_task_accuracy
+    from aerossl.old_task import old_task_accuracy
 
     return old_task_accuracy(run_dir, source_run, checkpoint, device)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ from aerossl.algorithms.base import (
     ViewSpec,
     register_algorithm,
 )
-from aerossl.errors import CheckpointError, ConfigError
+from aerossl.errors import ConfigError
 
 
 def lwf_loss(old_logits: Tensor, original_logits: Tensor, temperature: float) -> Tensor:
@@ -67,6 +67,8 @@ def _source_run(source: str, checkpoint: str) -> tuple[Path, str]:
 class LwF(Algorithm):
     """Learning without Forgetting: new-task cross-entropy plus distillation of the original
     network's outputs into the kept old head."""
+
+    needs_images: ClassVar[bool] = True  # the original network runs on the images
 
     class Params(AlgorithmParams):
         source: str | None = Field(
@@ -99,7 +101,7 @@ class LwF(Algorithm):
     def __init__(self, model: nn.Module, params: Params, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        from aerossl.engine.trainer import load_run_network  # the engine imports algorithms
+        from aerossl.runs import load_run_network
 
         if not params.source:
             raise ConfigError("algorithm.source: 'lwf' needs the run folder of the original "
@@ -154,57 +156,3 @@ class LwF(Algorithm):
         log.update({"loss/old": loss_old.detach(),
                     "old_agreement": (old.argmax(1) == target.argmax(1)).float().mean()})
         return StepOutput(loss_new + self.p.old_weight * loss_old, log)
-
-
-def old_task_network(run_dir: str | Path, checkpoint: str = "last",
-                     device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
-    """The network of the OLD task after a transfer run (eval mode) and the old classes.
-
-    The run's evaluated backbone with, for an LwF run, its kept old head; for any other run
-    from ``model.init`` (plain fine-tuning or a frozen backbone), the source's original head
-    (what fine-tuning leaves of the old task). Normalisation is the run's own, as in training.
-    """
-    from aerossl.engine.checkpoint import load_checkpoint
-    from aerossl.engine.trainer import load_run_config, load_run_network
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    network, _ = load_run_network(run_dir, checkpoint, device)
-    if cfg.algorithm.name == "lwf":
-        source = cfg.algorithm_params().get("source")
-        source_checkpoint = cfg.algorithm_params().get("source_checkpoint", "last")
-        last = load_checkpoint(run_dir / "checkpoints" / "last.pt", device)
-        head = {k[len("old_head."):]: v for k, v in last["algorithm"].items()
-                if k.startswith("old_head.")}
-    elif cfg.model.init:
-        source, source_checkpoint, head = cfg.model.init, "last", None
-    else:
-        raise CheckpointError(f"{run_dir}: not a transfer run (no model.init), so it has no "
-                              "old task")
-    run, source_checkpoint = _source_run(str(source), source_checkpoint)
-    original, info = load_run_network(run, source_checkpoint, device)
-    old_head = copy.deepcopy(original.head)
-    if head is not None:
-        old_head.load_state_dict(head)
-    network.backbone.head = old_head.to(device)
-    return network.eval(), info["classes"]
-
-
-def old_task_accuracy(run_dir: str | Path, source_run: str | Path, checkpoint: str = "last",
-                      device: str = "cpu") -> float:
-    """Accuracy of :func:`old_task_network` on the test split of ``source_run`` (the run that
-    trained the old task; its data must still be where it was)."""
-    from aerossl.engine.data import load_data
-    from aerossl.engine.evaluate import evaluate_model
-    from aerossl.engine.trainer import load_run_config
-
-    network, classes = old_task_network(run_dir, checkpoint, device)
-    source_run = Path(source_run)
-    cfg = load_run_config(source_run)
-    data = load_data(cfg.data, cfg.seed, split_dir=source_run / "split")
-    if data.classes != classes:
-        raise ConfigError(f"{source_run}: its classes are not the old task's of {run_dir}")
-    result = evaluate_model(network, data.images, data.labels, data.split.test,
-                            cfg.train.eval_batch_size, torch.device(device), len(classes),
-                            task=data.task)
-    return float(result.accuracy)
