@@ -8,6 +8,7 @@ time to ``run_dir/.lock.holder`` after taking the lock, so a refused process can
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -88,10 +89,8 @@ class RunLock:
         """Release the lock (and remove the holder's note) if this object holds it."""
         if self._lock is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             self.holder_path.unlink(missing_ok=True)
-        except OSError:
-            pass
         self._lock.release()
         self._lock = None
 
