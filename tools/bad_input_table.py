@@ -80,7 +80,8 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], object]]]:
     aerossl.train(tiny_config(root, tmp, labels_per_class=2), [f"output_dir={tmp}",
                                                               "name=locked"])
     hold = ("import sys, time; from aerossl.engine.lock import RunLock; "
-            "lock = RunLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)")
+            "lock = RunLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(locked)], stdout=subprocess.PIPE)
     assert holder.stdout is not None
     holder.stdout.readline()  # the other process holds the run folder's lock now
