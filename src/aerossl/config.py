@@ -8,14 +8,13 @@ algorithm's ``Params`` model, so a misspelled key is caught before any data is l
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aerossl.errors import ConfigError
+from aerossl.errors import ConfigError, suggest
 
 AugmentSpec = list[str | dict[str, Any]]
 
@@ -225,12 +224,6 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         model = ann
     return list(model.model_fields)
-
-
-def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """A "; did you mean 'x'?" hint, or an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

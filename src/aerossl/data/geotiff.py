@@ -117,7 +117,7 @@ def select_bands(
         if key not in lookup and key.startswith("B") and key[1:].isdigit() and len(key) == 2:
             key = f"B0{key[1:]}"  # B4 -> B04
         if key not in lookup:
-            from aerossl.config import suggest
+            from aerossl.errors import suggest
 
             raise DataError(f"{where}: data.bands: band '{band}' does not exist"
                             f"{suggest(str(band), list(names))} (bands: {', '.join(names)})")

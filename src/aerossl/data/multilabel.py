@@ -90,7 +90,7 @@ class MultiLabelDataset(FolderDataset):
                 raise DataError(f"{files[i]}: image has no labels")
             for name in names:
                 if name not in index:
-                    from aerossl.config import suggest
+                    from aerossl.errors import suggest
 
                     raise DataError(f"{files[i]}: unknown label '{name}'"
                                     f"{suggest(name, list(classes))} (classes: "
