@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aerossl.errors import ConfigError, suggest
 
@@ -92,9 +92,10 @@ class DataConfig(_Section):
         "auto", description="multiclass (one class per image) or multilabel (a set of labels per "
         "image, sigmoid outputs); auto: multilabel for a CSV manifest or a BigEarthNet layout"
     )
-    layout: Literal["classes", "bigearthnet"] = Field(
-        "classes", description="classes: one sub-folder per class (or a manifest); bigearthnet: "
-        "BigEarthNet patch folders under root, labels from each patch's JSON"
+    layout: str = Field(
+        "classes", description="data format (aerossl.data.formats): classes: one sub-folder per "
+        "class (or a manifest); bigearthnet: BigEarthNet patch folders under root, labels from "
+        "each patch's JSON; or another registered format"
     )
     manifest: str | None = Field(
         None, description="CSV manifest 'path,labels' (labels separated by ';'), relative to "
@@ -114,8 +115,19 @@ class DataConfig(_Section):
         """``task``, or for ``auto``: multilabel for a manifest, else multiclass."""
         if self.task != "auto":
             return self.task
-        return ("multilabel" if self.is_manifest() or self.layout == "bigearthnet"
-                else "multiclass")
+        from aerossl.data.formats import format_for
+
+        return format_for(self).task
+
+    @field_validator("layout")
+    @classmethod
+    def _registered_layout(cls, value: str) -> str:
+        from aerossl.data.formats import check_layout
+
+        try:
+            return check_layout(value)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 class ModelConfig(_Section):

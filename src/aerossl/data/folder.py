@@ -144,3 +144,19 @@ def scan_folder(root: str | Path) -> FolderDataset:
         classes=classes,
         skipped=skipped,
     )
+
+
+# ---------------------------------------------------------------------------- the format
+from aerossl.data.formats import DataFormat, register_format  # noqa: E402
+
+
+@register_format
+class ClassFolders(DataFormat):
+    """``data.layout: classes``: one sub-folder of images per class (the default format)."""
+
+    name = "classes"
+    task = "multiclass"
+
+    def scan(self, root: Path, cfg: object) -> tuple[FolderDataset, Path]:
+        dataset = scan_folder(root)
+        return dataset, dataset.root

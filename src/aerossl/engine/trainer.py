@@ -28,6 +28,7 @@ from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, config_from_dict, read_yaml, save_config
 from aerossl.data import write_split
+from aerossl.data.formats import recorded_root
 from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
 from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
@@ -151,12 +152,7 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
     resolved: dict[str, Any] = {}
     if cfg.data.mean is None:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
-    if cfg.data.root not in ("demo", "demo_multilabel"):
-        if cfg.data.manifest is not None:  # a folder and a manifest: both absolute
-            resolved["root"] = str(Path(cfg.data.root).expanduser().resolve())
-            resolved["manifest"] = str(data.source)
-        else:  # the class folder or the manifest itself
-            resolved["root"] = str(data.source or data.dataset.root)
+    resolved.update(recorded_root(cfg.data, data.source or data.dataset.root))  # its format's
     if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
         resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
                                                               cfg.data.metadata_file))
