@@ -66,6 +66,9 @@ def read_metrics(path: Path) -> Metrics:
             step = int(row["step"])
             split = "test" if row.get("split") == "test" else "train"
             for key, value in row.items():
+                # the engine logs a NaN/inf value as null; a null loss is such a value
+                if value is None and key.startswith("loss"):
+                    value = math.nan
                 if key in ("step", "split") or not is_number(value):
                     continue
                 if not math.isfinite(value):
