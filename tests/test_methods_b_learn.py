@@ -27,6 +27,7 @@ def train_rows(result) -> list[dict]:
 # chance is 0.2 (five classes, 4 labels each). Measured on seeds 0/1 at these step counts:
 # mixmatch 0.84/0.77, flexmatch 0.75, freematch 0.68/0.64, ccssl 0.76 (150 steps)/0.47 (100
 # steps, seed 1); fixmatch's test in test_engine asks for 0.4.
+@pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 @pytest.mark.parametrize(("algorithm", "steps", "min_acc", "params"), [
     ("mixmatch", 100, 0.5, {}),
     ("flexmatch", 150, 0.5, {}),
