@@ -372,7 +372,8 @@ def test_cache_with_corrupted_bytes_of_the_right_size_is_rebuilt(image_folder, t
     assert np.array_equal(first, again)
 
 
-def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_folder) -> None:
+def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_folder,
+                                                        capsys) -> None:
     """A new data format is one class and one registration; data.layout selects it, its task
     is the default of data.task=auto and the run folder records its root."""
     import aerossl
@@ -391,6 +392,10 @@ def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_fol
     flat.mkdir()
     for f in sorted((tmp_path / "src").rglob("*.png")):
         (flat / f"{f.parent.name}__{f.name}").write_bytes(f.read_bytes())
+
+    from aerossl.cli import main
+
+    assert aerossl.register_format is register_format and aerossl.DataFormat is DataFormat
 
     @register_format
     class Flat(DataFormat):  # "<class>__<name>.png" in one folder
@@ -413,6 +418,9 @@ def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_fol
         assert multi.labels.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
         with pytest.raises(ConfigError, match="already registered"):
             register_format(Flat)
+        assert main(["list"]) == 0
+        listed = capsys.readouterr().out
+        assert "data formats:   classes, manifest, bigearthnet, _test_flat" in listed
     finally:
         FORMATS.pop("_test_flat", None)
     with pytest.raises(ConfigError, match=r"unknown data layout '_test_flat'.*registered: "

@@ -83,11 +83,13 @@ def _report(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from aerossl.algorithms import algorithm_names
     from aerossl.augment import AUGMENTATIONS
+    from aerossl.data.formats import format_names
     from aerossl.models import model_names
 
     print("algorithms:    ", ", ".join(algorithm_names()))
     print("models:        ", ", ".join(model_names()))
     print("augmentations: ", ", ".join(sorted(AUGMENTATIONS)))
+    print("data formats:  ", ", ".join(format_names()))
     print("configs:       ", ", ".join(api.shipped_configs()))
     return 0
 
@@ -126,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
 
-    li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
+    li = sub.add_parser("list", help="list algorithms, models, augmentations, data formats "
+                                          "and configs")
     li.set_defaults(func=_list)
 
     from aerossl import compare, export, predict
