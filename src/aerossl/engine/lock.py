@@ -18,6 +18,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from aerossl.errors import CheckpointError
 
 LOCK_NAME = ".lock"
@@ -49,17 +54,30 @@ class RunLock:
                                f"finish or stop it")
 
     def holder(self) -> dict[str, Any] | None:
-        """The process holding the lock (as it describes itself), or None when it is free."""
+        """The process holding the lock (as it describes itself), or None when it is free.
+
+        Probes with a shared lock, which conflicts with a holder's exclusive lock but not with
+        other probes (the ranks of a distributed run all check at once)."""
         if not self.path.exists():
             return None
-        probe = FileLock(self.path, timeout=0)
+        if fcntl is None:  # no flock (Windows): probe by taking the lock itself
+            probe = FileLock(self.path, timeout=0)
+            try:
+                probe.acquire()
+            except Timeout:
+                return self._read_holder() or {"pid": None}
+            probe.release()
+            return None
         try:
-            probe.acquire()
-        except Timeout:
-            return self._read_holder() or {"pid": None}
+            fd = os.open(self.path, os.O_RDONLY)
         except OSError:
-            return None  # a folder we cannot write to is refused later, naming the path
-        probe.release()
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._read_holder() or {"pid": None}
+        finally:
+            os.close(fd)  # also drops the shared lock when it was taken
         return None
 
     def check(self) -> None:
