@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from aerossl.errors import ConfigError, suggest
 
@@ -127,7 +128,7 @@ class DataConfig(_Section):
         try:
             return check_layout(value)
         except ConfigError as e:
-            raise ValueError(str(e)) from None
+            raise PydanticCustomError("unknown_layout", str(e)) from None
 
 
 class ModelConfig(_Section):
