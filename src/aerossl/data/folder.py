@@ -6,12 +6,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aerossl.data.bigearthnet import is_patch_folder
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
 from aerossl.errors import DataError
+
+if TYPE_CHECKING:
+    from aerossl.config import DataConfig
 
 logger = logging.getLogger("aerossl")
 
@@ -157,6 +161,6 @@ class ClassFolders(DataFormat):
     name = "classes"
     task = "multiclass"
 
-    def scan(self, root: Path, cfg: object) -> tuple[FolderDataset, Path]:
+    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
         dataset = scan_folder(root)
         return dataset, dataset.root
