@@ -30,9 +30,11 @@ def write_geotiff(
     names: Sequence[str] | None = None,
     date: str | None = None,
     pixel_is_point: bool = False,
+    transformation: Sequence[float] | None = None,
 ) -> Path:
-    """A planar ``(C, H, W)`` GeoTIFF georeferenced by ModelTiepoint + ModelPixelScale and an
-    EPSG GeoKey (projected code for UTM, geographic for 4326)."""
+    """A planar ``(C, H, W)`` GeoTIFF georeferenced by ModelTiepoint + ModelPixelScale (and,
+    when given, a 4 x 4 row-major ModelTransformation too) and an EPSG GeoKey (projected code
+    for UTM, geographic for 4326)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     geographic = epsg == 4326
     keys = [1, 1, 0, 3,
@@ -42,6 +44,8 @@ def write_geotiff(
     tags = [(33550, "d", 3, (pixel, pixel, 0.0), False),
             (33922, "d", 6, (0.0, 0.0, 0.0, origin[0], origin[1], 0.0), False),
             (34735, "H", len(keys), keys, False)]
+    if transformation is not None:
+        tags.append((34264, "d", 16, tuple(transformation), False))
     if names is not None:
         tags.append((42112, "s", 0, gdal_metadata(names), False))
     kwargs = {"datetime": date} if date is not None else {}

@@ -109,3 +109,17 @@ def test_shipped_config_names_resolve_with_suggestions() -> None:
     assert aerossl.find_config("demo_fixmatch").name == "demo_fixmatch.yaml"
     with pytest.raises(ConfigError, match="did you mean 'demo_fixmatch'"):
         aerossl.find_config("demo_fixmach")
+
+
+def test_one_did_you_mean_hint_for_every_unknown_name() -> None:
+    from aerossl.errors import suggest
+
+    assert suggest("Steps", ["lr", "steps", "mu"]) == "; did you mean 'steps'?"
+    assert suggest("widht", ["widths", "depth"]) == "; did you mean 'widths'?"
+    assert suggest("zzz", ["lr", "steps"]) == ""
+    for call in (lambda: aerossl.load_config(overrides=["train.stepz=3"]),
+                 lambda: aerossl.load_config(overrides=["algorithm.name=fixmath"]),
+                 lambda: aerossl.load_config(overrides=["model.name=resnet19"]),
+                 lambda: aerossl.load_config(overrides=["augment.weak=[flpi]"])):
+        with pytest.raises(ConfigError, match=r"did you mean '(steps|fixmatch|resnet18|flip)'"):
+            call()

@@ -25,7 +25,7 @@ from aerossl.data import (
 )
 from aerossl.data import cache as cache_mod
 from aerossl.data import decode as decode_mod
-from aerossl.errors import DataError
+from aerossl.errors import ConfigError, DataError
 
 UCMERCED = Path(__file__).resolve().parents[2] / "shared/data/ucmerced"
 
@@ -370,3 +370,61 @@ def test_cache_with_corrupted_bytes_of_the_right_size_is_rebuilt(image_folder, t
         again = load_or_build_cache(ds, 16, tmp_path / "c", verify=True)
     assert "invalid" in caplog.text
     assert np.array_equal(first, again)
+
+
+def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_folder,
+                                                        capsys) -> None:
+    """A new data format is one class and one registration; data.layout selects it, its task
+    is the default of data.task=auto and the run folder records its root."""
+    import aerossl
+    from aerossl.config import DataConfig
+    from aerossl.data.folder import FolderDataset
+    from aerossl.data.formats import (
+        FORMATS,
+        DataFormat,
+        read_dataset,
+        recorded_root,
+        register_format,
+    )
+
+    flat = tmp_path / "flat"
+    make_image_folder(tmp_path / "src", {"cat": 2, "dog": 3})
+    flat.mkdir()
+    for f in sorted((tmp_path / "src").rglob("*.png")):
+        (flat / f"{f.parent.name}__{f.name}").write_bytes(f.read_bytes())
+
+    from aerossl.cli import main
+
+    assert aerossl.register_format is register_format and aerossl.DataFormat is DataFormat
+
+    @register_format
+    class Flat(DataFormat):  # "<class>__<name>.png" in one folder
+        name = "_test_flat"
+
+        def scan(self, root, cfg):
+            files = sorted(p.name for p in root.iterdir())
+            classes = sorted({f.split("__")[0] for f in files})
+            labels = np.array([classes.index(f.split("__")[0]) for f in files])
+            return FolderDataset(root, files, labels, classes), root
+
+    try:
+        cfg = DataConfig(root=str(flat), layout="_test_flat")
+        assert cfg.resolved_task() == "multiclass"
+        dataset, source = read_dataset(cfg)
+        assert source == flat and dataset.classes == ["cat", "dog"]
+        assert dataset.labels.tolist() == [0, 0, 1, 1, 1]
+        assert recorded_root(cfg, source) == {"root": str(flat)}
+        multi, _ = read_dataset(cfg.model_copy(update={"task": "multilabel"}))
+        assert multi.labels.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
+        with pytest.raises(ConfigError, match="already registered"):
+            register_format(Flat)
+        assert main(["list"]) == 0
+        listed = capsys.readouterr().out
+        assert "data formats:   classes, manifest, bigearthnet, _test_flat" in listed
+    finally:
+        FORMATS.pop("_test_flat", None)
+    with pytest.raises(ConfigError, match=r"unknown data layout '_test_flat'.*registered: "
+                                          r"classes, manifest, bigearthnet"):
+        aerossl.load_config(overrides=["data.layout=_test_flat"])
+    with pytest.raises(ConfigError, match="did you mean 'bigearthnet'"):
+        aerossl.load_config(overrides=["data.layout=bigearthnt"])

@@ -77,6 +77,7 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # two-process DDP (CI runs it: pytest -m slow)
 def test_two_process_training_is_identical_across_ranks_and_resumes_exactly(
     five_classes: Path, tmp_path: Path
 ) -> None:

@@ -28,6 +28,8 @@ import aerossl
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.errors import CheckpointError
 
+pytestmark = pytest.mark.slow  # SIGKILLed training processes (CI runs them: pytest -m slow)
+
 RUNNER = Path(__file__).with_name("fault_runner.py")
 STEPS, EVAL_EVERY = 100, 10
 TIMEOUT = 120.0

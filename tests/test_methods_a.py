@@ -208,6 +208,33 @@ def test_mean_teacher_consistency_targets_come_from_the_teacher() -> None:
 
 # ----------------------------------------------------------------- VAT
 
+def test_vat_step_perturbs_each_image_by_eps_along_the_adversarial_direction() -> None:
+    """The loss of a VAT step is KL(p(u) || p(u + eps * d)) for the direction the power
+    iteration finds from the same noise: the perturbation has L2 norm eps per image."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    x = torch.rand(2, 1, 2, 2, dtype=torch.float64)
+    u = torch.rand(3, 1, 2, 2, dtype=torch.float64)
+    algo = make("vat", model, eps=6.0, xi=1e-6, vat_iterations=1, lambda_u=1.0)
+    losses = {}
+    for eps in (6.0, 0.5):
+        algo.p.eps = eps
+        torch.manual_seed(7)
+        out = algo.training_step(Batch({"weak": x}, torch.tensor([0, 1]), {"weak": u}),
+                                 StepContext(10, 10))
+        torch.manual_seed(7)
+        d0 = torch.randn_like(u)  # the step's first draw: its power-iteration start
+        probs = torch.softmax(model(u), 1).detach()
+        direction = adversarial_direction(model, u, probs, xi=1e-6, iterations=1, d=d0)
+        r_adv = eps * direction
+        assert r_adv.flatten(1).norm(dim=1).tolist() == pytest.approx([eps] * 3)
+        logq = torch.log_softmax(model(u + r_adv), 1)
+        kl = (probs * (probs.log() - logq)).sum(1).mean()
+        assert out.log["loss/unsup"].item() == pytest.approx(kl.item(), rel=1e-6)
+        losses[eps] = out.log["loss/unsup"].item()
+    assert losses[6.0] > losses[0.5] > 0  # a larger perturbation changes the prediction more
+
+
 def test_vat_perturbation_has_norm_eps_along_the_power_iteration_direction() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
@@ -215,8 +242,7 @@ def test_vat_perturbation_has_norm_eps_along_the_power_iteration_direction() -> 
     d0 = torch.randn_like(u)
     probs = torch.softmax(model(u), 1).detach()
     direction = adversarial_direction(model, u, probs, xi=1e-6, iterations=1, d=d0)
-    r_adv = 6.0 * direction
-    assert r_adv.flatten(1).norm(dim=1).tolist() == pytest.approx([6.0, 6.0])
+    assert direction.flatten(1).norm(dim=1).tolist() == pytest.approx([1.0, 1.0])  # unit
     w = model[1].weight.detach()
     for i in range(2):
         # curvature of KL(p || softmax(W(u + r))) at r = 0: W^T (diag p - p p^T) W

@@ -34,6 +34,7 @@ LEARNING = [
 ]
 
 
+@pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 @pytest.mark.parametrize(("method", "params", "min_acc"), LEARNING, ids=[m for m, *_ in LEARNING])
 def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, method: str,
                                       params: dict, min_acc: float) -> None:

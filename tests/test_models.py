@@ -13,6 +13,9 @@ from aerossl.errors import ConfigError
 from aerossl.models import (
     MODELS,
     Classifier,
+    ResNet,
+    SmallCNN,
+    WideResNet,
     create_model,
     model_names,
     model_params,
@@ -48,9 +51,23 @@ def _images(batch: int, channels: int, size: int, seed: int = 1) -> torch.Tensor
     return torch.randn(batch, channels, size, size, generator=gen)
 
 
-def test_registry_lists_all_models() -> None:
-    assert set(NAMES) <= set(model_names())
-    assert model_names() == sorted(MODELS)
+def test_registry_lists_all_models_sorted_and_builds_each_by_name() -> None:
+    names = model_names()
+    assert names == sorted(names) and len(set(names)) == len(names)
+    for name, cls in (("cnn", SmallCNN), ("wrn", WideResNet), ("resnet18", ResNet)):
+        assert name in names
+        model = create_model(name, 3, in_channels=2)
+        assert type(model) is cls and model.num_classes == 3 and model.in_channels == 2
+
+    @register_model("aaa_first")
+    def first(num_classes: int, in_channels: int = 3) -> Classifier:
+        return create_model("cnn", num_classes, in_channels, widths=(4,), convs_per_stage=1)
+
+    try:
+        assert model_names()[0] == "aaa_first" and model_names()[1:] == names
+    finally:
+        MODELS.pop("aaa_first")
+    assert model_names() == names
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -188,6 +205,25 @@ def test_model_params_lists_kwargs_with_defaults() -> None:
     }
     assert model_params("cnn")["widths"] == (32, 64, 128, 256)
     assert model_params("resnet18") == {"small_input": True, "zero_init_residual": False}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_listed_defaults_are_the_ones_a_model_is_built_with(name: str) -> None:
+    """Passing model_params' values explicitly builds the very same network as passing
+    nothing (same modules and options, same initial weights)."""
+    torch.manual_seed(3)
+    implicit = create_model(name, 5)
+    torch.manual_seed(3)
+    explicit = create_model(name, 5, **model_params(name))
+    assert repr(explicit) == repr(implicit)  # layers, widths, dropout p, BN momentum
+    a, b = implicit.state_dict(), explicit.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 3, 16, 16)
+    implicit.train(), explicit.train()
+    torch.manual_seed(4)
+    out_implicit = implicit(x)
+    torch.manual_seed(4)
+    assert torch.equal(explicit(x), out_implicit)  # dropout included
 
 
 @pytest.mark.parametrize(

@@ -357,6 +357,7 @@ def _chance(run_dir: Path) -> float:
     return sum(positives) / (num_test * len(positives))
 
 
+@pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 @pytest.mark.parametrize("algorithm", ["supervised", "multilabel_fixmatch"])
 def test_multilabel_training_learns_and_reports_map(
     five_class_manifest: Path, tmp_path: Path, algorithm: str

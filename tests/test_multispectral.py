@@ -66,6 +66,36 @@ def test_13_band_uint16_geotiff_reads_bands_names_and_wgs84_centre(tmp_path: Pat
     assert geotiff_location(geo).lon == pytest.approx(10.0 + 0.32)
 
 
+def test_training_and_prediction_place_a_geotiff_with_both_tags_at_the_transformation(
+    tmp_path: Path,
+) -> None:
+    """ModelTransformation wins over ModelTiepoint + ModelPixelScale, in every reader."""
+    from aerossl.data.geotiff import georeference
+    from aerossl.data.metadata import collect_metadata
+    from aerossl.predict import geotiff_center, to_lat_lon
+
+    cube = s2_cube(0, size=64)
+    # a 20 m grid rotated by 90 degrees, far from the tiepoint's 10 m grid at (500000, 5000000)
+    rotated = (0.0, 20.0, 0.0, 600000.0,
+               20.0, 0.0, 0.0, 4900000.0,
+               0.0, 0.0, 0.0, 0.0,
+               0.0, 0.0, 0.0, 1.0)
+    both = write_geotiff(tmp_path / "a" / "both.tif", cube, transformation=rotated,
+                         date="2021:07:04 10:30:00")
+    centre = (600000.0 + 20.0 * 32, 4900000.0 + 20.0 * 32)  # column and row 32 of 64
+    assert georeference(both) == (*centre, 32632)
+    assert geotiff_center(both) == (*centre, 32632)
+    lon, lat = Transformer.from_crs(32632, 4326, always_xy=True).transform(*centre)
+    train = geotiff_location(both)
+    assert (train.lat, train.lon) == pytest.approx((lat, lon), abs=1e-9)
+    assert to_lat_lon(*geotiff_center(both)) == pytest.approx((lat, lon), abs=1e-9)
+    meta = collect_metadata(tmp_path, ["a/both.tif"], "geotiff")
+    assert (meta[0].lat, meta[0].lon) == pytest.approx((lat, lon), abs=1e-9)
+    # without the transformation the tiepoint and pixel scale place it (10 m grid)
+    plain = write_geotiff(tmp_path / "a" / "plain.tif", cube)
+    assert georeference(plain) == geotiff_center(plain) == (500320.0, 4999680.0, 32632)
+
+
 def test_band_names_come_from_gdal_descriptions_and_select_by_name_or_index(
     tmp_path: Path,
 ) -> None:

@@ -12,6 +12,7 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "tutorial.ipynb"
 
 
+@pytest.mark.slow  # executes the whole tutorial (CI runs it: pytest -m slow)
 def test_tutorial_notebook_executes_top_to_bottom(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))

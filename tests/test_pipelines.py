@@ -117,6 +117,7 @@ def test_contrastive_ops_any_channels_seeded_and_identities() -> None:
 # ------------------------------------------------------------------------- the pipelines
 
 
+@pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 def test_simclr_finetune_distill_pipeline_on_real_images(five_classes: Path,
                                                           tmp_path: Path) -> None:
     base = base_config(five_classes)
@@ -173,6 +174,7 @@ def test_a_stopped_stage_resumes(five_classes: Path, tmp_path: Path) -> None:
     assert steps == sorted(set(steps)) and steps[-1] == 8
 
 
+@pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 def test_noisy_student_round_uses_the_teachers_pseudo_labels(five_classes: Path,
                                                              tmp_path: Path) -> None:
     base = base_config(five_classes, steps=40)

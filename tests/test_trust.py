@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import io
 import json
-import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +72,7 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def write_lock(run_dir: Path, pid: int) -> None:
+    """A lock file as aerossl wrote it before it used OS locks (a JSON note of a dead pid)."""
     (run_dir / ".lock").write_text(json.dumps(
         {"pid": pid, "host": socket.gethostname(), "started": "2024-01-01 00:00:00"}))
 
@@ -80,6 +81,23 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def is_free(run_dir: Path) -> bool:
+    """Nobody holds the run folder's lock (and no holder's note is left behind)."""
+    return RunLock(run_dir).holder() is None and not (run_dir / ".lock.holder").exists()
+
+
+HOLD = ("import sys, time; from aerossl.engine.lock import RunLock; "
+        "lock = RunLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)")
+
+
+def hold_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process that takes the folder's lock and keeps it (kill it when done)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
 
 
 # ------------------------------------------------------------------------------ one writer
@@ -91,46 +109,51 @@ def test_a_folder_held_by_a_live_process_is_refused_untouched(
     cfg = small_config(five_classes, tmp_path)
     run = tmp_path / "run"
     Trainer(cfg, run).fit(until=6)
-    assert not (run / ".lock").exists()
+    assert is_free(run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = hold_lock(run)
     try:
-        write_lock(run, holder.pid)
         with pytest.raises(CheckpointError, match=rf"run folder .*run is in use by process "
-                                                  rf"{holder.pid} on .*started 2024-01-01"):
+                                                  rf"{holder.pid} on {socket.gethostname()} "
+                                                  rf"\(started 20"):
             aerossl.resume(run)
         with pytest.raises(CheckpointError, match="in use by process"):
             Trainer(cfg, run)  # a new run in that folder is refused too
     finally:
         holder.kill()
         holder.wait()
-    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock.holder"}
     assert after == before
 
 
 def test_the_same_process_cannot_take_a_folder_twice(tmp_path: Path) -> None:
     with RunLock(tmp_path) as lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        assert json.loads(lock.holder_path.read_text())["pid"] == os.getpid()
+        assert RunLock(tmp_path).holder()["pid"] == os.getpid()
         with pytest.raises(CheckpointError, match=f"in use by process {os.getpid()}"):
             RunLock(tmp_path).acquire()
-    assert not (tmp_path / ".lock").exists()
+    assert is_free(tmp_path)
 
 
-@pytest.mark.parametrize("stale", ["dead", "garbled", "empty"])
-def test_a_stale_lock_is_taken_over_with_a_warning(
-    five_classes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, stale: str
+@pytest.mark.parametrize("left", ["killed", "old_lock_file", "garbled_note"])
+def test_a_killed_holder_or_a_left_over_file_does_not_block_the_folder(
+    five_classes: Path, tmp_path: Path, left: str
 ) -> None:
     run = tmp_path / "run"
     trainer = Trainer(small_config(five_classes, tmp_path, steps=6), run)
-    if stale == "dead":
+    if left == "killed":  # the OS releases the lock of a process killed without clean-up
+        holder = hold_lock(run)
+        assert not is_free(run)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert (run / ".lock.holder").exists()  # its note stays, but the lock is free
+    elif left == "old_lock_file":
         write_lock(run, dead_pid())
     else:
-        (run / ".lock").write_text("{not json" if stale == "garbled" else "")
-    with caplog.at_level(logging.WARNING, logger="aerossl"):
-        result = trainer.fit()
+        (run / ".lock.holder").write_text("{not json")
+    result = trainer.fit()
     assert result is not None and result.steps == 6
-    assert "taking over" in caplog.text
-    assert not (run / ".lock").exists()
+    assert is_free(run)
 
 
 def test_the_lock_is_held_while_training_and_released_by_sigterm_and_ctrl_c(
@@ -140,14 +163,14 @@ def test_the_lock_is_held_while_training_and_released_by_sigterm_and_ctrl_c(
     seen: list[int] = []
 
     def hook(ctx, out) -> None:
-        seen.append(json.loads((run / ".lock").read_text())["pid"])
+        seen.append(RunLock(run).holder()["pid"])
         if ctx.step == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes this step and checkpoints
 
     on_step(monkeypatch, hook)
     with pytest.raises(KeyboardInterrupt):
         Trainer(small_config(five_classes, tmp_path), run).fit()
-    assert seen == [os.getpid()] * 3 and not (run / ".lock").exists()
+    assert seen == [os.getpid()] * 3 and is_free(run)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
 
     def interrupt(ctx, out) -> None:
@@ -157,7 +180,7 @@ def test_the_lock_is_held_while_training_and_released_by_sigterm_and_ctrl_c(
     on_step(monkeypatch, interrupt)
     with pytest.raises(KeyboardInterrupt):
         aerossl.resume(run)
-    assert not (run / ".lock").exists()
+    assert is_free(run)
 
 
 # ------------------------------------------------------------------------------ divergence
@@ -181,7 +204,7 @@ def test_a_nan_loss_stops_logs_the_batch_and_keeps_the_last_good_checkpoint(
                                            r"diverged.*last good checkpoint is .*last\.pt"):
         Trainer(small_config(five_classes, tmp_path), run).fit()
     assert last.read_bytes() == saved[0] and load_checkpoint(last)["step"] == 6
-    assert not (run / ".lock").exists()
+    assert is_free(run)
     row = read_metrics(run)[-1]
     assert row["split"] == "diverged" and row["step"] == 9
     assert row["loss"] is None and row["loss/unsup"] is None and row["loss/sup"] > 0
@@ -256,6 +279,38 @@ def test_unwritable_metrics_and_tensorboard_logs_name_the_path(tmp_path: Path) -
         logger.log(1, "train", {"loss": 1.0})
 
 
+READ_ONLY_CHECK = """
+import json, os, sys
+from pathlib import Path
+import aerossl
+from aerossl.config import config_from_dict
+from aerossl.engine.trainer import Trainer
+from aerossl.errors import CheckpointError
+run, cfg = Path(sys.argv[1]), config_from_dict(json.loads(sys.argv[2]))
+result = {"writable": os.access(run, os.W_OK)}
+for name, call in (("resume", lambda: aerossl.resume(run)), ("new", lambda: Trainer(cfg))):
+    try:
+        call()
+        result[name] = None
+    except CheckpointError as e:
+        result[name] = str(e)
+print(json.dumps(result))
+"""
+
+
+def drop_root_file_powers() -> None:
+    """In a child before exec: drop the capabilities that let root ignore file permissions
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) from the bounding set, so the program
+    it runs obeys chmod like any user while keeping root's user id (and its access to the
+    test's root-owned temporary folders)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def test_a_read_only_run_folder_names_the_path(five_classes: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     Trainer(small_config(five_classes, tmp_path), run).fit(until=6)
@@ -264,16 +319,23 @@ def test_a_read_only_run_folder_names_the_path(five_classes: Path, tmp_path: Pat
     folders = [run, run / "checkpoints", out]
     for folder in folders:
         folder.chmod(0o555)
-    try:
-        if os.access(run, os.W_OK):
-            pytest.skip("chmod does not stop this user (root) from writing")
-        with pytest.raises(CheckpointError, match=rf"{run}.*(Permission|Read-only)"):
-            aerossl.resume(run)
-        with pytest.raises(CheckpointError, match=rf"could not write {out}/run"):
-            Trainer(small_config(five_classes, out))
+    try:  # in a child process without root's power over file permissions (CI runs as root)
+        proc = subprocess.run(
+            [sys.executable, "-c", READ_ONLY_CHECK, str(run),
+             json.dumps(small_config(five_classes, out).to_dict())],
+            capture_output=True, text=True, timeout=300,
+            preexec_fn=drop_root_file_powers if os.geteuid() == 0 else None,
+        )
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip(f"cannot drop root's file capabilities here: {e}")
     finally:
         for folder in folders:
             folder.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["writable"] is False
+    assert re.search(rf"{run}.*(Permission|Read-only)", result["resume"]), result
+    assert re.search(rf"could not write {out}/run", result["new"]), result
 
 
 def test_a_full_disk_during_a_checkpoint_names_the_path_and_keeps_the_previous_one(
@@ -296,7 +358,7 @@ def test_a_full_disk_during_a_checkpoint_names_the_path_and_keeps_the_previous_o
     monkeypatch.undo()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert not (run / ".lock").exists()
+    assert is_free(run)
 
     resumed = aerossl.resume(run)
     full = Trainer(cfg, tmp_path / "full").fit()

@@ -79,9 +79,12 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], object]]]:
     locked = tmp / "locked"
     aerossl.train(tiny_config(root, tmp, labels_per_class=2), [f"output_dir={tmp}",
                                                               "name=locked"])
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    (locked / ".lock").write_text(f'{{"pid": {holder.pid}, "host": "{os.uname().nodename}", '
-                                  '"started": "2026-11-23T00:00:00"}')
+    hold = ("import sys, time; from aerossl.engine.lock import RunLock; "
+            "lock = RunLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(locked)], stdout=subprocess.PIPE)
+    assert holder.stdout is not None
+    holder.stdout.readline()  # the other process holds the run folder's lock now
     return [
         ("dataset folder does not exist",
          lambda: aerossl.train(tiny_config(tmp / "nope", out))),

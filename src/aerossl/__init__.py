@@ -18,6 +18,7 @@ from aerossl.api import (
 )
 from aerossl.compare import compare_runs, write_comparison
 from aerossl.config import Config, load_config
+from aerossl.data.formats import DataFormat, register_format
 from aerossl.engine.trainer import RunResult
 from aerossl.errors import AerosslError, CheckpointError, ConfigError, DataError
 from aerossl.export import export_run
@@ -32,6 +33,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "DataFormat",
     "RunResult",
     "compare_runs",
     "demo",
@@ -47,6 +49,7 @@ __all__ = [
     "predict_paths",
     "pretrain",
     "pseudo_label",
+    "register_format",
     "resume",
     "run_pipeline",
     "shipped_configs",

@@ -40,7 +40,7 @@ def find_config(name_or_path: str | Path) -> Path:
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
-    from aerossl.config import suggest
+    from aerossl.errors import suggest
 
     hint = suggest(str(name_or_path), shipped_configs())
     raise ConfigError(f"config file not found: {path}{hint} (shipped configs: "

@@ -89,6 +89,7 @@ def _report(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from aerossl.algorithms import algorithm_names
     from aerossl.augment import AUGMENTATIONS
+    from aerossl.data.formats import format_names
     from aerossl.models import create_model, model_names
     from aerossl.models.pretrained import PRETRAINED
 
@@ -100,6 +101,7 @@ def _list(args: argparse.Namespace) -> int:
         models.append(f"{name} ({units} units" + (f", pretrained: {weights})" if weights else ")"))
     print("models:        ", ", ".join(models))
     print("augmentations: ", ", ".join(sorted(AUGMENTATIONS)))
+    print("data formats:  ", ", ".join(format_names()))
     print("configs:       ", ", ".join(api.shipped_configs()))
     return 0
 
@@ -142,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
 
-    li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
+    li = sub.add_parser("list", help="list algorithms, models, augmentations, data formats "
+                                          "and configs")
     li.set_defaults(func=_list)
 
     from aerossl import compare, export, label_sweep, predict

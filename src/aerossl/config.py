@@ -8,14 +8,14 @@ algorithm's ``Params`` model, so a misspelled key is caught before any data is l
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
-from aerossl.errors import ConfigError
+from aerossl.errors import ConfigError, suggest
 
 AugmentSpec = list[str | dict[str, Any]]
 
@@ -98,9 +98,10 @@ class DataConfig(_Section):
         "auto", description="multiclass (one class per image) or multilabel (a set of labels per "
         "image, sigmoid outputs); auto: multilabel for a CSV manifest or a BigEarthNet layout"
     )
-    layout: Literal["classes", "bigearthnet"] = Field(
-        "classes", description="classes: one sub-folder per class (or a manifest); bigearthnet: "
-        "BigEarthNet patch folders under root, labels from each patch's JSON"
+    layout: str = Field(
+        "classes", description="data format (aerossl.data.formats): classes: one sub-folder per "
+        "class (or a manifest); bigearthnet: BigEarthNet patch folders under root, labels from "
+        "each patch's JSON; or another registered format"
     )
     manifest: str | None = Field(
         None, description="CSV manifest 'path,labels' (labels separated by ';'), relative to "
@@ -120,8 +121,19 @@ class DataConfig(_Section):
         """``task``, or for ``auto``: multilabel for a manifest, else multiclass."""
         if self.task != "auto":
             return self.task
-        return ("multilabel" if self.is_manifest() or self.layout == "bigearthnet"
-                else "multiclass")
+        from aerossl.data.formats import format_for
+
+        return format_for(self).task
+
+    @field_validator("layout")
+    @classmethod
+    def _registered_layout(cls, value: str) -> str:
+        from aerossl.data.formats import check_layout
+
+        try:
+            return check_layout(value)
+        except ConfigError as e:
+            raise PydanticCustomError("unknown_layout", str(e)) from None
 
 
 class ModelConfig(_Section):
@@ -264,12 +276,6 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         model = ann
     return list(model.model_fields)
-
-
-def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """A "; did you mean 'x'?" hint, or an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

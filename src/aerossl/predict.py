@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +25,11 @@ import torch
 
 from aerossl.data.decode import TIFF_EXTENSIONS, read_image
 from aerossl.data.folder import walk_images
+from aerossl.data.geotiff import georeference, to_wgs84
 from aerossl.data.multispectral import spec_for_image
 from aerossl.errors import AerosslError, DataError
 from aerossl.runs import load_run_network, resolve_device
 from aerossl.tasks import get_task
-
-# GeoTIFF tags and keys (OGC GeoTIFF 1.1).
-TAG_PIXEL_SCALE = 33550
-TAG_TIEPOINT = 33922
-TAG_TRANSFORMATION = 34264
-TAG_GEOKEY_DIRECTORY = 34735
-KEY_RASTER_TYPE = 1025  # GTRasterTypeGeoKey: 1 PixelIsArea (default), 2 PixelIsPoint
-KEY_GEOGRAPHIC_TYPE = 2048
-KEY_PROJECTED_CS_TYPE = 3072
-_USER_DEFINED = 32767
 
 
 @dataclass
@@ -88,84 +77,22 @@ def find_images(paths: list[Path] | list[str]) -> list[Path]:
 
 
 def geotiff_center(path: str | Path) -> tuple[float, float, int] | None:
-    """``(x, y, epsg)``: the raster centre in its own CRS, or ``None`` if not georeferenced.
-
-    Reads ModelPixelScale + ModelTiepoint or ModelTransformation, and the EPSG code of
-    ProjectedCSTypeGeoKey (else GeographicTypeGeoKey) from the GeoKeyDirectory. For a
-    geographic CRS x is the longitude and y the latitude, as GeoTIFF stores them.
-    """
-    import tifffile
-
+    """``(x, y, epsg)``: the raster centre in its own CRS (see
+    :func:`aerossl.data.geotiff.georeference`), or ``None`` if not a georeferenced GeoTIFF."""
     if Path(path).suffix.lower() not in TIFF_EXTENSIONS:
         return None
     try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            tags = {t.code: t.value for t in page.tags.values()
-                    if t.code in (TAG_PIXEL_SCALE, TAG_TIEPOINT, TAG_TRANSFORMATION,
-                                  TAG_GEOKEY_DIRECTORY)}
-            width, height = int(page.imagewidth), int(page.imagelength)
-    except Exception:  # not a TIFF tifffile can read: no georeference
+        return georeference(path)
+    except DataError:  # not georeferenced (or not a TIFF tifffile can read)
         return None
-    keys = _geokeys(tags.get(TAG_GEOKEY_DIRECTORY))
-    epsg = keys.get(KEY_PROJECTED_CS_TYPE) or keys.get(KEY_GEOGRAPHIC_TYPE)
-    if not epsg or epsg == _USER_DEFINED:
-        return None
-    # Raster position of the centre, corner-based (PixelIsArea): (W/2, H/2). With PixelIsPoint
-    # the model coordinates refer to pixel centres, i.e. raster positions shifted by half a pixel.
-    u, v = width / 2.0, height / 2.0
-    if keys.get(KEY_RASTER_TYPE) == 2:
-        u, v = u - 0.5, v - 0.5
-    if TAG_TRANSFORMATION in tags:
-        m = [float(a) for a in tags[TAG_TRANSFORMATION]]
-        if len(m) != 16:
-            return None
-        x, y = m[0] * u + m[1] * v + m[3], m[4] * u + m[5] * v + m[7]
-    elif TAG_PIXEL_SCALE in tags and TAG_TIEPOINT in tags:
-        sx, sy = (float(a) for a in tags[TAG_PIXEL_SCALE][:2])
-        tie = [float(a) for a in tags[TAG_TIEPOINT]]
-        if len(tie) < 6:
-            return None
-        i, j, _, tx, ty, _ = tie[:6]
-        x, y = tx + (u - i) * sx, ty - (v - j) * sy
-    else:
-        return None
-    if not (math.isfinite(x) and math.isfinite(y)):
-        return None
-    return x, y, int(epsg)
-
-
-def _geokeys(directory: Any) -> dict[int, int]:
-    """Short (inline) values of a GeoKeyDirectoryTag: ``{key_id: value}``."""
-    if directory is None:
-        return {}
-    d = [int(a) for a in directory]
-    if len(d) < 4:
-        return {}
-    keys = {}
-    for n in range(min(d[3], (len(d) - 4) // 4)):
-        key, location, _count, value = d[4 + 4 * n: 8 + 4 * n]
-        if location == 0:
-            keys[key] = value
-    return keys
-
-
-@lru_cache(maxsize=32)
-def _transformer(epsg: int) -> Any:
-    from pyproj import Transformer
-
-    return Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
 
 
 def to_lat_lon(x: float, y: float, epsg: int) -> tuple[float, float] | None:
-    """WGS84 ``(lat, lon)`` of ``(x, y)`` in EPSG:``epsg``; ``None`` if pyproj cannot."""
+    """WGS84 ``(lat, lon)`` of ``(x, y)`` in EPSG:``epsg``; ``None`` if it cannot be placed."""
     try:
-        lon, lat = _transformer(epsg).transform(x, y)
-    except Exception:  # unknown EPSG code, or out of the projection's domain
+        return to_wgs84(x, y, epsg, f"EPSG:{epsg}")
+    except DataError:  # unknown EPSG code, or out of the projection's domain
         return None
-    if not (math.isfinite(lat) and math.isfinite(lon)):
-        return None
-    return float(lat), float(lon)
 
 
 # ----------------------------------------------------------------------------- model

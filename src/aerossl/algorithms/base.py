@@ -337,7 +337,7 @@ def algorithm_names() -> list[str]:
 def get_algorithm(name: str) -> type[Algorithm]:
     """Look an algorithm up by name; an unknown name is a ConfigError with a suggestion."""
     if name not in _REGISTRY:
-        from aerossl.config import suggest
+        from aerossl.errors import suggest
 
         raise ConfigError(f"unknown algorithm '{name}'{suggest(name, algorithm_names())} "
                           f"(available: {', '.join(algorithm_names())})")

@@ -9,7 +9,6 @@ parameters can be inspected.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor
 
 from aerossl.augment.functional import move
-from aerossl.errors import ConfigError
+from aerossl.errors import ConfigError, suggest
 
 Params = dict[str, Tensor]
 
@@ -27,13 +26,6 @@ AUGMENTATIONS: dict[str, type[Augmentation]] = {}
 """Registry of augmentation classes by their config name (filled by ``register_augmentation``)."""
 
 _A = TypeVar("_A", bound="type[Augmentation]")
-
-
-def suggestion(word: str, choices: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""`` when none is close."""
-    lowered = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
-    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
 
 
 def check_batch(x: Tensor) -> tuple[int, int, int, int]:
@@ -171,7 +163,7 @@ def register_augmentation(name: str) -> Callable[[_A], _A]:
 def create_augmentation(name: str, params: Mapping[str, Any] | None = None) -> Augmentation:
     """Instantiate the registered augmentation ``name`` with ``params`` (checked by name)."""
     if not isinstance(name, str) or name not in AUGMENTATIONS:
-        hint = suggestion(name, list(AUGMENTATIONS)) if isinstance(name, str) else ""
+        hint = suggest(name, list(AUGMENTATIONS)) if isinstance(name, str) else ""
         raise ConfigError(f"unknown augmentation {name!r}{hint} "
                           f"(available: {', '.join(sorted(AUGMENTATIONS))})")
     cls = AUGMENTATIONS[name]
@@ -182,7 +174,7 @@ def create_augmentation(name: str, params: Mapping[str, Any] | None = None) -> A
         if key not in accepted:
             valid = ", ".join(accepted) if accepted else "none"
             raise ConfigError(f"augmentation '{name}' has no parameter {key!r}"
-                              f"{suggestion(str(key), accepted)} (valid: {valid})")
+                              f"{suggest(str(key), accepted)} (valid: {valid})")
     return cls(**params)
 
 

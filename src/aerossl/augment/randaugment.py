@@ -16,9 +16,8 @@ from aerossl.augment.base import (
     check_int,
     check_number,
     register_augmentation,
-    suggestion,
 )
-from aerossl.errors import ConfigError
+from aerossl.errors import ConfigError, suggest
 
 RANDAUGMENT_OPS: tuple[str, ...] = (
     "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
@@ -106,7 +105,7 @@ def _canonical_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     names = []
     for op in ops:
         if not isinstance(op, str) or op.lower() not in by_lower:
-            hint = suggestion(op, RANDAUGMENT_OPS) if isinstance(op, str) else ""
+            hint = suggest(op, RANDAUGMENT_OPS) if isinstance(op, str) else ""
             raise ConfigError(f"augmentation 'randaugment': unknown op {op!r} in 'ops'{hint} "
                               f"(available: {', '.join(RANDAUGMENT_OPS)})")
         names.append(by_lower[op.lower()])

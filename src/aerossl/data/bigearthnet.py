@@ -17,13 +17,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aerossl.data.geotiff import read_raster, resize_band, select_bands
-from aerossl.data.metadata import Location, check_location, parse_date
+from aerossl.data.metadata import Location, parse_date
 from aerossl.errors import DataError
+
+if TYPE_CHECKING:
+    from aerossl.config import DataConfig
+    from aerossl.data.folder import FolderDataset
 
 BIGEARTHNET_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -108,8 +112,7 @@ def patch_labels(folder: str | Path) -> list[str]:
 
 def patch_location(folder: str | Path) -> Location:
     """WGS84 centre of the patch's ``coordinates`` box and its ``acquisition_date``."""
-    from pyproj import CRS, Transformer
-    from pyproj.exceptions import CRSError
+    from aerossl.data.geotiff import to_wgs84
 
     folder = Path(folder)
     where = str(folder / f"{folder.name}{JSON_SUFFIX}")
@@ -121,12 +124,11 @@ def patch_location(folder: str | Path) -> Location:
     except (TypeError, KeyError, ValueError):
         raise DataError(f"{where}: field 'coordinates' must hold numbers ulx, uly, lrx, lry, got "
                         f"{box!r}") from None
-    try:
-        crs = CRS.from_user_input(meta.get("projection") or "")
-    except CRSError as exc:
-        raise DataError(f"{where}: field 'projection' is not a CRS ({exc})") from None
-    lon, lat = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True).transform(x, y)
-    lat, lon = check_location(float(lat), float(lon), f"{where}: field 'coordinates'")
+    projection = meta.get("projection")
+    if not isinstance(projection, str) or not projection:
+        raise DataError(f"{where}: field 'projection' is not a CRS (got {projection!r})")
+    lat, lon = to_wgs84(x, y, projection, f"{where}: field 'coordinates'",
+                        crs_where=f"{where}: field 'projection'")
     date_text = meta.get("acquisition_date")
     if not isinstance(date_text, str):
         raise DataError(f"{where}: field 'acquisition_date' is missing or not a string")
@@ -163,3 +165,24 @@ def scan_bigearthnet(root: str | Path) -> BigEarthNetPatches:
     if not patches:
         raise DataError(f"{root}: no BigEarthNet patch folders (<patch>/<patch>{JSON_SUFFIX})")
     return BigEarthNetPatches(root, patches, [patch_labels(root / p) for p in patches])
+
+
+# ---------------------------------------------------------------------------- the format
+from aerossl.data.formats import DataFormat, register_format  # noqa: E402
+
+
+@register_format
+class BigEarthNet(DataFormat):
+    """``data.layout: bigearthnet``: patch folders under the root, labels from each patch's
+    JSON."""
+
+    name = "bigearthnet"
+    task = "multilabel"
+
+    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
+        from aerossl.data.multilabel import MultiLabelDataset
+
+        patches = scan_bigearthnet(root)
+        dataset = MultiLabelDataset.from_label_lists(patches.root, patches.patches,
+                                                     patches.labels)
+        return dataset, patches.root

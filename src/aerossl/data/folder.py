@@ -6,12 +6,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aerossl.data.bigearthnet import is_patch_folder
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
 from aerossl.errors import DataError
+
+if TYPE_CHECKING:
+    from aerossl.config import DataConfig
 
 logger = logging.getLogger("aerossl")
 
@@ -144,3 +148,19 @@ def scan_folder(root: str | Path) -> FolderDataset:
         classes=classes,
         skipped=skipped,
     )
+
+
+# ---------------------------------------------------------------------------- the format
+from aerossl.data.formats import DataFormat, register_format  # noqa: E402
+
+
+@register_format
+class ClassFolders(DataFormat):
+    """``data.layout: classes``: one sub-folder of images per class (the default format)."""
+
+    name = "classes"
+    task = "multiclass"
+
+    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
+        dataset = scan_folder(root)
+        return dataset, dataset.root

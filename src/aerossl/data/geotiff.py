@@ -6,17 +6,22 @@ where present; a 13-band file without descriptions gets the Sentinel-2 names in 
 (:data:`SENTINEL2_BANDS`); 3-band 8-bit images are ``R, G, B``; other files have no names and
 their bands are selected by index.
 
-The centre of a GeoTIFF in WGS84 comes from ``ModelTiepointTag`` + ``ModelPixelScaleTag`` (or
-``ModelTransformationTag``) and the EPSG code in the GeoKey directory
+The centre of a GeoTIFF in WGS84 comes from ``ModelTransformationTag`` (or, without it,
+``ModelTiepointTag`` + ``ModelPixelScaleTag``) and the EPSG code in the GeoKey directory
 (``ProjectedCSTypeGeoKey`` 3072 or ``GeographicTypeGeoKey`` 2048), transformed with pyproj.
+This is the one place that reads them: training metadata, BigEarthNet patches and
+``aerossl predict`` all use :func:`georeference` and :func:`to_wgs84`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -117,7 +122,7 @@ def select_bands(
         if key not in lookup and key.startswith("B") and key[1:].isdigit() and len(key) == 2:
             key = f"B0{key[1:]}"  # B4 -> B04
         if key not in lookup:
-            from aerossl.config import suggest
+            from aerossl.errors import suggest
 
             raise DataError(f"{where}: data.bands: band '{band}' does not exist"
                             f"{suggest(str(band), list(names))} (bands: {', '.join(names)})")
@@ -150,12 +155,15 @@ def scale_to_uint8(
 
 
 def _geokeys(page: tifffile.TiffPage) -> dict[int, int]:
+    """Short (inline) values of the GeoKeyDirectoryTag: ``{key_id: value}``."""
     tag = page.tags.get(_TAG_GEOKEYS)
     if tag is None:
         return {}
     values = [int(v) for v in tag.value]
+    if len(values) < 4:
+        return {}
     keys = {}
-    for k in range(values[3]):
+    for k in range(min(values[3], (len(values) - 4) // 4)):
         key_id, location, _count, value = values[4 + 4 * k : 8 + 4 * k]
         if location == 0:  # value stored inline (SHORT)
             keys[key_id] = value
@@ -163,59 +171,81 @@ def _geokeys(page: tifffile.TiffPage) -> dict[int, int]:
 
 
 def georeference(path: str | Path) -> tuple[float, float, int]:
-    """Centre ``(x, y)`` of the raster in its CRS and that CRS's EPSG code."""
+    """Centre ``(x, y)`` of the raster in its CRS and that CRS's EPSG code (for a geographic
+    CRS, x is the longitude and y the latitude, as GeoTIFF stores them).
+
+    The raster-to-model mapping is ``ModelTransformationTag`` when the file has one, else
+    ``ModelTiepointTag`` + ``ModelPixelScaleTag``. The GeoTIFF specification (1.0, section
+    2.6.1) defines the transformation as the exact affine mapping (rotation and shear
+    included), which a pixel scale cannot express, and says a file shall never carry it
+    together with a pixel scale; a file that does anyway is read by its complete mapping.
+    (GDAL reads such a file by the pixel scale instead.) Raises :class:`DataError` when the
+    file is not a readable, georeferenced GeoTIFF with an EPSG code.
+    """
     path = Path(path)
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        h, w = page.shape[page.axes.index("Y")], page.shape[page.axes.index("X")]
-        if len(tif.series[0].shape) == 3 and tif.series[0].axes[0] in "IQ":
-            h, w = tif.series[0].shape[1:]
-        keys = _geokeys(page)
-        tie = page.tags.get(_TAG_TIEPOINT)
-        scale = page.tags.get(_TAG_PIXEL_SCALE)
-        matrix = page.tags.get(_TAG_TRANSFORMATION)
-        tie_v = None if tie is None else [float(v) for v in tie.value]
-        scale_v = None if scale is None else [float(v) for v in scale.value]
-        matrix_v = None if matrix is None else [float(v) for v in matrix.value]
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            width, height = int(page.imagewidth), int(page.imagelength)
+            keys = _geokeys(page)
+            tags = {code: [float(v) for v in page.tags[code].value]
+                    for code in (_TAG_TIEPOINT, _TAG_PIXEL_SCALE, _TAG_TRANSFORMATION)
+                    if code in page.tags}
+    except Exception as exc:  # tifffile raises many types on corrupt data
+        raise DataError(f"{path}: cannot read GeoTIFF tags ({type(exc).__name__}: {exc})"
+                        ) from exc
     code = keys.get(_KEY_PROJECTED) or keys.get(_KEY_GEOGRAPHIC)
     if not code or code == _USER_DEFINED:
         raise DataError(f"{path}: GeoTIFF has no EPSG code (ProjectedCSTypeGeoKey or "
                         "GeographicTypeGeoKey) in its GeoKey directory; cannot locate it")
     # pixel-is-point rasters tie pixel centres, pixel-is-area rasters pixel corners
-    col, row = ((w - 1) / 2, (h - 1) / 2) if keys.get(_KEY_RASTER_TYPE) == 2 else (w / 2, h / 2)
-    if tie_v is not None and scale_v is not None and len(tie_v) >= 6 and len(scale_v) >= 2:
-        i, j, _, x0, y0, _ = tie_v[:6]
-        return x0 + (col - i) * scale_v[0], y0 - (row - j) * scale_v[1], int(code)
-    if matrix_v is not None and len(matrix_v) == 16:
-        m = matrix_v
-        return m[0] * col + m[1] * row + m[3], m[4] * col + m[5] * row + m[7], int(code)
-    raise DataError(f"{path}: GeoTIFF has no ModelTiepointTag + ModelPixelScaleTag (or "
-                    "ModelTransformationTag); cannot locate it")
+    col, row = (width / 2, height / 2)
+    if keys.get(_KEY_RASTER_TYPE) == 2:
+        col, row = col - 0.5, row - 0.5
+    m = tags.get(_TAG_TRANSFORMATION)
+    tie, scale = tags.get(_TAG_TIEPOINT), tags.get(_TAG_PIXEL_SCALE)
+    if m is not None and len(m) == 16:
+        x, y = m[0] * col + m[1] * row + m[3], m[4] * col + m[5] * row + m[7]
+    elif tie is not None and scale is not None and len(tie) >= 6 and len(scale) >= 2:
+        i, j, _, x0, y0, _ = tie[:6]
+        x, y = x0 + (col - i) * scale[0], y0 - (row - j) * scale[1]
+    else:
+        raise DataError(f"{path}: GeoTIFF has no ModelTransformationTag (or ModelTiepointTag + "
+                        "ModelPixelScaleTag); cannot locate it")
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise DataError(f"{path}: GeoTIFF tags place its centre at ({x}, {y})")
+    return x, y, int(code)
 
 
-def to_wgs84(x: float, y: float, epsg: int, where: str) -> tuple[float, float]:
-    """``(lat, lon)`` in degrees of a point in CRS ``EPSG:epsg``."""
+@lru_cache(maxsize=32)
+def _to_wgs84_transformer(crs: int | str) -> Any:
     from pyproj import CRS, Transformer
+
+    source = CRS.from_epsg(crs) if isinstance(crs, int) else CRS.from_user_input(crs)
+    return Transformer.from_crs(source, CRS.from_epsg(4326), always_xy=True)
+
+
+def to_wgs84(x: float, y: float, crs: int | str, where: str,
+             crs_where: str | None = None) -> tuple[float, float]:
+    """``(lat, lon)`` in degrees of the point ``(x, y)`` of a CRS given by its EPSG code or
+    any definition pyproj reads (WKT, PROJ string). Raises :class:`DataError` naming ``where``
+    for a point it cannot place on the globe, and ``crs_where`` (default ``where``) for an
+    unknown CRS."""
     from pyproj.exceptions import CRSError
 
     try:
-        crs = CRS.from_epsg(epsg)
+        transformer = _to_wgs84_transformer(crs)
     except CRSError as exc:
-        raise DataError(f"{where}: unknown CRS EPSG:{epsg} ({exc})") from None
-    lon, lat = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True).transform(x, y)
+        what = f"EPSG:{crs}" if isinstance(crs, int) else "definition"
+        raise DataError(f"{crs_where or where}: unknown CRS {what} ({exc})") from None
+    lon, lat = transformer.transform(x, y)
     return check_location(float(lat), float(lon), where)
 
 
 def geotiff_location(path: str | Path) -> Location:
     """WGS84 centre of a GeoTIFF and its ``DateTime`` tag (None when absent)."""
     path = Path(path)
-    try:
-        x, y, epsg = georeference(path)
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read GeoTIFF tags ({type(exc).__name__}: {exc})"
-                        ) from exc
+    x, y, epsg = georeference(path)
     lat, lon = to_wgs84(x, y, epsg, str(path))
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[0].tags.get(_TAG_DATETIME)

@@ -27,6 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
 from aerossl.data.folder import FolderDataset
 from aerossl.data.splits import Split, _check_fraction, _sorted_idx, read_split_files
 from aerossl.errors import DataError
+
+if TYPE_CHECKING:
+    from aerossl.config import DataConfig
 
 logger = logging.getLogger("aerossl")
 
@@ -90,7 +94,7 @@ class MultiLabelDataset(FolderDataset):
                 raise DataError(f"{files[i]}: image has no labels")
             for name in names:
                 if name not in index:
-                    from aerossl.config import suggest
+                    from aerossl.errors import suggest
 
                     raise DataError(f"{files[i]}: unknown label '{name}'"
                                     f"{suggest(name, list(classes))} (classes: "
@@ -297,3 +301,29 @@ def as_multilabel(dataset: FolderDataset) -> MultiLabelDataset:
     labels[np.arange(len(dataset.files)), dataset.labels] = 1
     return MultiLabelDataset(root=dataset.root, files=dataset.files, labels=labels,
                              classes=dataset.classes, skipped=dataset.skipped)
+
+
+# ---------------------------------------------------------------------------- the format
+from aerossl.data.formats import DataFormat, register_format  # noqa: E402
+
+
+@register_format
+class Manifest(DataFormat):
+    """A CSV manifest ``path,labels``: chosen by ``data.manifest`` (a file relative to
+    ``data.root``), a ``.csv`` root or ``demo_multilabel``."""
+
+    name = "manifest"
+    task = "multilabel"
+
+    def claims(self, cfg: DataConfig) -> bool:
+        return cfg.is_manifest()
+
+    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
+        dataset = read_manifest(root / cfg.manifest if cfg.manifest else root)
+        assert dataset.source is not None
+        return dataset, dataset.source
+
+    def recorded_root(self, cfg: DataConfig, source: Path) -> dict[str, str]:
+        if cfg.manifest is None:  # the manifest itself is the root
+            return {"root": str(source)}
+        return {"root": str(Path(cfg.root).expanduser().resolve()), "manifest": str(source)}

@@ -16,23 +16,13 @@ from aerossl.config import DataConfig
 from aerossl.data import (
     FolderDataset,
     Split,
-    demo_dataset_path,
     load_or_build_cache,
-    scan_folder,
     split_from_files,
     stratified_split,
 )
-from aerossl.data.bigearthnet import scan_bigearthnet
+from aerossl.data.formats import read_dataset
 from aerossl.data.metadata import collect_metadata, encode_metadata
-from aerossl.data.multilabel import (
-    MultiLabelDataset,
-    as_multiclass,
-    as_multilabel,
-    demo_multilabel_manifest,
-    multilabel_split,
-    multilabel_split_from_files,
-    read_manifest,
-)
+from aerossl.data.multilabel import multilabel_split, multilabel_split_from_files
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
 from aerossl.data.sampler import IndexStream
 from aerossl.data.splits import split_from_pool_file
@@ -43,33 +33,6 @@ log = logging.getLogger("aerossl")
 
 #: Images of datasets up to this size are copied from the memory-mapped cache into RAM.
 PRELOAD_BYTES = 4 * 2**30
-
-
-def resolve_root(root: str) -> Path:
-    """``'demo'`` names the embedded demo dataset (``'demo_multilabel'`` its multi-label
-    manifest); anything else is a folder or manifest path."""
-    if root == "demo_multilabel":
-        return demo_multilabel_manifest()
-    return demo_dataset_path() if root == "demo" else Path(root).expanduser()
-
-
-def read_dataset(cfg: DataConfig) -> tuple[FolderDataset, Path]:
-    """The images and labels a data config names, in its task's form (integer classes, or a
-    multi-hot matrix for multilabel), and their source: the class folder or the manifest."""
-    root = resolve_root(cfg.root)
-    multilabel = cfg.resolved_task() == "multilabel"
-    if cfg.layout == "bigearthnet":
-        patches = scan_bigearthnet(root)
-        dataset = MultiLabelDataset.from_label_lists(patches.root, patches.patches,
-                                                     patches.labels)
-        return (dataset if multilabel else as_multiclass(dataset)), patches.root
-    if not cfg.is_manifest():
-        dataset = scan_folder(root)
-        return (as_multilabel(dataset) if multilabel else dataset), dataset.root
-    manifest = root / cfg.manifest if cfg.manifest else root
-    dataset = read_manifest(manifest)
-    assert dataset.source is not None
-    return (dataset if multilabel else as_multiclass(dataset)), dataset.source
 
 
 @dataclass

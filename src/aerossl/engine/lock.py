@@ -1,40 +1,32 @@
-"""One writer per run folder: a lock file naming the process that trains in it.
+"""One writer per run folder: an OS file lock on ``run_dir/.lock`` (the ``filelock`` package).
 
-``run_dir/.lock`` is created atomically (``O_CREAT | O_EXCL``) and holds
-``{"pid", "host", "started"}``. A lock whose process has died on this host, or that cannot be
-read, is taken over with a warning, so a crashed or killed run never leaves its folder stuck.
+The operating system releases the lock when the holding process ends, however it ends
+(crash, SIGKILL, power loss of a remote node aside), so a killed run never leaves its folder
+stuck and there is no stale-lock guessing. The holder writes its process id, host and start
+time to ``run_dir/.lock.holder`` after taking the lock, so a refused process can name it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from aerossl.errors import CheckpointError
 
-log = logging.getLogger("aerossl")
-
 LOCK_NAME = ".lock"
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
+HOLDER_NAME = ".lock.holder"
 
 
 class RunLock:
@@ -43,80 +35,82 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
-        self._content: str | None = None
+        self.holder_path = self.run_dir / HOLDER_NAME
+        self._lock: FileLock | None = None
 
-    def _read(self) -> dict[str, Any] | None:
-        """The lock's content, or None when it is missing, unreadable or garbled."""
+    def _read_holder(self) -> dict[str, Any]:
+        """What the holder wrote about itself (empty when unreadable or not yet written)."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self.holder_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _refusal(self) -> CheckpointError:
+        data = self._read_holder()
+        who = (f"process {data.get('pid', '?')} on {data.get('host', '?')} (started "
+               f"{data.get('started', '?')})" if data else "another process")
+        return CheckpointError(f"run folder {self.run_dir} is in use by {who}; wait for it to "
+                               f"finish or stop it")
 
     def holder(self) -> dict[str, Any] | None:
-        """The live process holding the lock (as written in the file), or None."""
-        data = self._read()
-        if data is None:
+        """The process holding the lock (as it describes itself), or None when it is free.
+
+        Probes with a shared lock, which conflicts with a holder's exclusive lock but not with
+        other probes (the ranks of a distributed run all check at once)."""
+        if not self.path.exists():
             return None
-        if data.get("host") != socket.gethostname():
-            return data  # cannot tell whether a process on another host is alive: assume it is
-        return data if _alive(data["pid"]) else None
+        if fcntl is None:  # no flock (Windows): probe by taking the lock itself
+            probe = FileLock(self.path, timeout=0)
+            try:
+                probe.acquire()
+            except Timeout:
+                return self._read_holder() or {"pid": None}
+            probe.release()
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._read_holder() or {"pid": None}
+        finally:
+            os.close(fd)  # also drops the shared lock when it was taken
+        return None
 
     def check(self) -> None:
-        """Raise CheckpointError if another live process holds the lock."""
-        data = self.holder()
-        if data is not None:
-            raise CheckpointError(
-                f"run folder {self.run_dir} is in use by process {data['pid']} on "
-                f"{data.get('host', '?')} (started {data.get('started', '?')}); wait for it to "
-                f"finish or stop it, or delete {self.path} if that process is not running"
-            )
+        """Raise CheckpointError if another process holds the lock."""
+        if self._lock is None and self.holder() is not None:
+            raise self._refusal()
 
     def acquire(self) -> None:
-        """Create the lock file, taking over a stale one; raise CheckpointError if it is held."""
-        self._content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            except OSError as e:
-                raise CheckpointError(f"cannot create lock file {self.path}: {e}") from e
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self._content)
-            return
-        raise CheckpointError(f"could not take the lock {self.path} (another process keeps "
-                              f"taking it)")
-
-    def _take_over_if_stale(self) -> None:
-        data = self._read()
-        if data is None:  # maybe being written right now: look once more before taking over
-            time.sleep(0.1)
-            data = self._read()
-        if data is not None:
-            self.check()
-            log.warning("taking over the lock of run folder %s from process %s on %s (started %s), "
-                        "which is no longer running", self.run_dir, data["pid"], data.get("host"),
-                        data.get("started"))
-        else:
-            log.warning("taking over the unreadable lock file %s", self.path)
+        """Take the lock without waiting; raise CheckpointError if another process holds it."""
+        lock = FileLock(self.path, timeout=0)
         try:
-            self.path.unlink(missing_ok=True)
+            lock.acquire()
+        except Timeout:
+            raise self._refusal() from None
         except OSError as e:
-            raise CheckpointError(f"cannot remove stale lock file {self.path}: {e}") from e
+            raise CheckpointError(f"cannot create lock file {self.path}: {e}") from e
+        self._lock = lock
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            self.holder_path.write_text(json.dumps(info), encoding="utf-8")
+        except OSError as e:
+            self.release()
+            raise CheckpointError(f"cannot write {self.holder_path}: {e}") from e
 
     def release(self) -> None:
-        """Remove the lock file if it is still this process's."""
-        if self._content is None:
+        """Release the lock (and remove the holder's note) if this object holds it."""
+        if self._lock is None:
             return
-        try:
-            if self.path.read_text(encoding="utf-8") == self._content:
-                self.path.unlink()
-        except OSError:
-            pass
-        self._content = None
+        with contextlib.suppress(OSError):
+            self.holder_path.unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
 
     def __enter__(self) -> RunLock:
         self.acquire()

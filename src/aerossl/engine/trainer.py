@@ -29,6 +29,7 @@ from aerossl.augment import build_pipeline
 from aerossl.config import Config, save_config
 from aerossl.data import write_split
 from aerossl.data.cache import default_cache_dir
+from aerossl.data.formats import recorded_root
 from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
 from aerossl.engine.bank import BankBatchBuilder, ViewBank
@@ -150,12 +151,7 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
             data.channels
     elif cfg.data.mean is None:
         resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
-    if cfg.data.root not in ("demo", "demo_multilabel"):
-        if cfg.data.manifest is not None:  # a folder and a manifest: both absolute
-            resolved["root"] = str(Path(cfg.data.root).expanduser().resolve())
-            resolved["manifest"] = str(data.source)
-        else:  # the class folder or the manifest itself
-            resolved["root"] = str(data.source or data.dataset.root)
+    resolved.update(recorded_root(cfg.data, data.source or data.dataset.root))  # its format's
     if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
         resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
                                                               cfg.data.metadata_file))

@@ -7,7 +7,6 @@ convolution (``stem_conv``) so transfer learning can adapt the number of input c
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aerossl.errors import ConfigError
+from aerossl.errors import ConfigError, suggest
 
 __all__ = [
     "MODELS",
@@ -204,16 +203,9 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
-    lowered = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1)
-    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
-
-
 def _lookup(name: str) -> ModelFactory:
     if not isinstance(name, str) or name not in MODELS:
-        hint = _suggest(name, model_names()) if isinstance(name, str) else ""
+        hint = suggest(name, model_names()) if isinstance(name, str) else ""
         raise ConfigError(f"unknown model {name!r}{hint} (available: {', '.join(model_names())})")
     return MODELS[name]
 
@@ -234,7 +226,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: An
     for key in kwargs:
         if key not in valid:
             raise ConfigError(
-                f"model {name!r} has no parameter {key!r}{_suggest(key, list(valid))} "
+                f"model {name!r} has no parameter {key!r}{suggest(key, list(valid))} "
                 f"(valid: {', '.join(valid) or 'none'})"
             )
     check_positive_int(name, "num_classes", num_classes)
