@@ -213,5 +213,16 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
     return res.output_csv
 
 
-__all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "noisy_student",
-           "pretrain", "pseudo_label", "resume", "run_pipeline", "shipped_configs", "train"]
+def map_scene(run_dir: str | Path, scene: str | Path, out_dir: str | Path | None = None,
+              **options: Any) -> Any:
+    """Classify the tiles of a large GeoTIFF/JPEG/PNG into a map (class and confidence
+    GeoTIFFs, GeoJSON, preview PNG, tile CSV); options: see :func:`aerossl.mapping.map_scene`.
+    Returns a :class:`aerossl.mapping.MapResult`."""
+    from aerossl.mapping import map_scene as _map_scene
+
+    return _map_scene(run_dir, scene, out_dir, **options)
+
+
+__all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "map_scene",
+           "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
+           "shipped_configs", "train"]

@@ -1,4 +1,4 @@
-"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``,
+"""Command line: ``aerossl train|evaluate|predict|map|export|compare|demo|validate|report|list``,
 and the teacher-student stages ``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
 """
 
@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
     li.set_defaults(func=_list)
 
-    from aerossl import compare, export, predict
+    from aerossl import compare, export, mapping, predict
 
-    for module in (predict, export, compare):
+    for module in (predict, export, compare, mapping):
         module.add_parser(sub)
     add_teacher_student_parsers(sub)
     return p
