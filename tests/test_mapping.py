@@ -160,11 +160,15 @@ def test_png_scene_without_georeference_gives_preview_and_csv_with_warning(
     assert by_pos[EMPTY]["status"] == "nodata" and by_pos[EMPTY]["class"] == ""
 
 
-def test_scene_with_other_bands_is_an_error_naming_both(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("count", "dtype", "names"), [
+    (13, np.uint16, r"13 bands \(B01.*B12\), uint16"), (5, np.uint8, r"5 unnamed bands, uint8")])
+def test_scene_with_other_bands_is_an_error_naming_both(
+    run_dir: Path, tmp_path: Path, count: int, dtype: type, names: str
+) -> None:
     path = tmp_path / "s2.tif"
-    tifffile.imwrite(path, np.ones((13, 64, 64), dtype=np.uint16), photometric="minisblack",
+    tifffile.imwrite(path, np.ones((count, 64, 64), dtype=dtype), photometric="minisblack",
                      planarconfig="separate")
-    with pytest.raises(DataError, match=r"13 bands \(B01.*B12\).*run .* takes 3 bands \(R, G, B"):
+    with pytest.raises(DataError, match=names + r".*run .* takes 3 bands \(R, G, B"):
         aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=32, progress=False)
     assert not (tmp_path / "map").exists()
 
