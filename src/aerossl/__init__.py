@@ -13,6 +13,7 @@ from aerossl.api import (
     resume,
     run_pipeline,
     shipped_configs,
+    suggest_labels,
     train,
 )
 from aerossl.compare import compare_runs, write_comparison
@@ -47,6 +48,7 @@ __all__ = [
     "resume",
     "run_pipeline",
     "shipped_configs",
+    "suggest_labels",
     "train",
     "write_comparison",
 ]

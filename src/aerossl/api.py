@@ -223,6 +223,17 @@ def map_scene(run_dir: str | Path, scene: str | Path, out_dir: str | Path | None
     return _map_scene(run_dir, scene, out_dir, **options)
 
 
+def suggest_labels(run_dir: str | Path, budget: int, out_dir: str | Path | None = None,
+                   **options: Any) -> Any:
+    """Rank a run's unlabelled images (uncertainty under weak views, balanced over predicted
+    classes, diverse) and write the ``budget`` best as CSV, HTML grid and a ``labeled.txt``
+    split file; options: see :func:`aerossl.suggest.suggest_labels`. Returns a
+    :class:`aerossl.suggest.SuggestResult`."""
+    from aerossl.suggest import suggest_labels as _suggest
+
+    return _suggest(run_dir, budget, out_dir, **options)
+
+
 __all__ = ["demo", "distill", "evaluate", "find_config", "finetune", "map_scene",
            "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
-           "shipped_configs", "train"]
+           "shipped_configs", "suggest_labels", "train"]

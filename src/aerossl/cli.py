@@ -1,5 +1,6 @@
-"""Command line: ``aerossl train|evaluate|predict|map|export|compare|demo|validate|report|list``,
-and the teacher-student stages ``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
+"""Command line: ``aerossl train|evaluate|predict|export|compare|demo|validate|report|list``,
+``map``, ``suggest-labels``, and the teacher-student stages
+``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="list algorithms, models, augmentations and configs")
     li.set_defaults(func=_list)
 
-    from aerossl import compare, export, mapping, predict
+    from aerossl import compare, export, mapping, predict, suggest
 
-    for module in (predict, export, compare, mapping):
+    for module in (predict, export, compare, mapping, suggest):
         module.add_parser(sub)
     add_teacher_student_parsers(sub)
     return p
