@@ -105,7 +105,7 @@ def map_one(run: Path, scene: Path, tile_size: int, batch_size: int) -> dict:
     res = map_scene(run, scene, scene.with_name(scene.stem + "_map"), tile_size=tile_size,
                     batch_size=batch_size, progress=False, device="cpu")
     wall = time.perf_counter() - start
-    return {"scene_px": f"{res.rows * tile_size} x {res.cols * tile_size}",
+    return {"tiles_cover_px": f"{res.rows * tile_size} x {res.cols * tile_size}",
             "tiles": res.num_tiles, "classified": res.num_classified, "wall_s": round(wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1),
             "tiles_per_s": round(res.num_tiles / wall, 1),
@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--run", default=None, help="run folder (default: train a demo run)")
     p.add_argument("--workdir", default=None, help="where the scenes go (default: a temp dir)")
     p.add_argument("--out", default=None, help="Markdown results file")
+    p.add_argument("--keep", action="store_true", help="keep the scenes in --workdir")
     p.add_argument("--one", nargs=2, metavar=("RUN", "SCENE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -145,9 +146,10 @@ def main() -> None:
         row = {"size": size, **json.loads(out.strip().splitlines()[-1])}
         print(row, file=sys.stderr)
         rows.append(row)
-        scene.unlink()
+        if not args.keep:
+            scene.unlink()
     load_after = os.getloadavg()
-    cols = ["size", "scene_px", "file_mib", "tiles", "wall_s", "cpu_s", "tiles_per_s",
+    cols = ["size", "tiles_cover_px", "file_mib", "tiles", "wall_s", "cpu_s", "tiles_per_s",
             "tiles_per_cpu_s",
             "rss_before_mib", "peak_rss_mib"]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -160,6 +162,8 @@ def main() -> None:
         "zlib-compressed tiled GeoTIFFs (256 px file tiles) on disk; each mapped in a fresh",
         f"process with tiles of {args.tile_size} px (stride {args.tile_size}), batch "
         f"{args.batch_size}, a small cnn at 32 px (demo run), torch threads 1, CPU.",
+        "`size`: the scene is size x size px; `tiles_cover_px`: what the tiles cover (the last",
+        "row and column stick out and are skipped as no-data when mostly outside).",
         "`rss_before_mib`: resident memory with torch and the model loaded, just before the map;",
         "`peak_rss_mib`: peak resident memory of the whole process (`VmHWM`).",
         "`tiles_per_s` is by wall time on a core shared with other jobs; `tiles_per_cpu_s` by",

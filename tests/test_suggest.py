@@ -59,8 +59,8 @@ def test_uncertainty_is_normalised_entropy_of_the_mean_over_views() -> None:
     net = FlipSensitive()
     s = score_images(net, x, np.array([0, 1]), build_pipeline([]), 1, torch.device("cpu"))
     assert s.uncertainty == pytest.approx([0.0, 0.0], abs=1e-6)  # identity view: confident
-    s = score_images(net, x, np.array([0, 1]), build_pipeline([{"name": "flip", "p_h": 1.0, "p_v": 0.0}]), 1,
-                     torch.device("cpu"))
+    mirror = build_pipeline([{"name": "flip", "p_h": 1.0, "p_v": 0.0}])
+    s = score_images(net, x, np.array([0, 1]), mirror, 1, torch.device("cpu"))
     assert s.probs.argmax(1).tolist() == [2, 2]
     # random horizontal flips: image 0 is seen both ways, the mean is split between 0 and 2
     s = score_images(net, x, np.array([0, 1]), build_pipeline([{"name": "flip", "p_v": 0.0}]), 32,
@@ -141,7 +141,7 @@ def test_accept_keeps_labelled_rows_and_checks_them_against_the_dataset(
     write(rows)
     split = accept_labels(run_dir, path)
     labeled = split_names(run_dir / "split" / "labeled.txt")
-    assert split_names(split) == labeled + [rows[0]["path"], rows[2]["path"]]
+    assert split_names(split) == [*labeled, rows[0]["path"], rows[2]["path"]]
     wrong = "forest" if rows[1]["path"].split("/")[0] != "forest" else "beach"
     rows[1]["label"] = wrong
     write(rows)

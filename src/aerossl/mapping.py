@@ -8,8 +8,8 @@ size) and the tiles are classified in batches by the run's evaluated (EMA) netwo
 
 Streaming: a TIFF is read window by window, decoding only the strips or tiles of the file that
 a batch of map tiles covers (uncompressed contiguous files: only those rows), one batch ahead
-of the network in a thread; memory is bounded by a batch and a small cache of decoded file
-tiles, whatever the scene's size. Write large scenes as tiled GeoTIFFs
+of the network in a thread; memory is bounded by a batch and a row of decoded file tiles,
+whatever the scene's height. Write large scenes as tiled GeoTIFFs
 (``gdal_translate -co TILED=YES``); a file stored as one compressed strip, and JPEG/PNG, are
 decoded whole.
 
@@ -135,7 +135,8 @@ class _ArrayScene(Scene):
 
 class _TiffScene(Scene):
     """A TIFF read by windows: band ``b`` is sample/plane ``s`` of page ``p``; each window
-    decodes the file's strips or tiles it touches (kept in a small LRU cache), or, for
+    decodes the file's strips or tiles it touches (kept, up to a size, until the windows have
+    moved below them), or, for
     uncompressed contiguous pages, reads its rows straight from the file."""
 
     def __init__(self, path: Path) -> None:
@@ -146,7 +147,7 @@ class _TiffScene(Scene):
         self.cache_bytes = 0
         pages = [p for p in self.tif.series[0].pages if p is not None]
         page = pages[0]
-        if page.is_tiled and page.tiledepth > 1 or page.imagedepth > 1:
+        if (page.is_tiled and page.tiledepth > 1) or page.imagedepth > 1:
             raise DataError(f"{path}: volumetric TIFF (depth > 1) is not a scene")
         self.height, self.width = int(page.imagelength), int(page.imagewidth)
         spp = int(page.samplesperpixel)
@@ -214,7 +215,7 @@ class _TiffScene(Scene):
         byteorder = self.tif.byteorder
         dtype = self.dtype.newbyteorder(byteorder)
         w = x1 - x0
-        if page.planarconfig == 2 or len(chosen) == 1 and int(page.samplesperpixel) == 1:
+        if page.planarconfig == 2 or (len(chosen) == 1 and int(page.samplesperpixel) == 1):
             for b, s in chosen:
                 plane = offset + s * self.height * self.width * item
                 for r, y in enumerate(range(y0, y1)):
@@ -256,6 +257,10 @@ class _TiffScene(Scene):
         th = min(th, self.height)
         across, down = -(-self.width // tw), -(-self.height // th)
         separate = page.planarconfig == 2 and int(page.samplesperpixel) > 1
+        # the map reads top-down: file tiles wholly above this window are not needed again
+        for key in [k for k in self.cache if k[0] == p and (k[1] % (across * down) // across
+                                                             + 1) * th <= y0]:
+            self.cache_bytes -= self.cache.pop(key).nbytes
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
                 sy, sx = ty * th, tx * tw

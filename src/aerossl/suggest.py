@@ -263,7 +263,7 @@ def suggest_labels(
         raise AerosslError(f"{run_dir} is a multilabel run; suggest-labels ranks multiclass "
                            "runs")
     dev = resolve_device(device)
-    network, info = load_run_network(run_dir, checkpoint, dev)
+    network, _info = load_run_network(run_dir, checkpoint, dev)
     data = load_data(cfg.data, cfg.seed, split_dir=run_dir / "split")
     labeled = data.split.labeled
     pool = np.setdiff1d(data.split.unlabeled, labeled)
