@@ -237,3 +237,26 @@ def test_tile_grid_covers_the_scene() -> None:
     assert (grid.rows, grid.cols) == (1, 1)
     assert TileGrid(256, 256, 64, 32).map_transform((0, 1, 0, 0, 0, -1)) == (
         16, 32, 0, -16, 0, -32)
+
+
+def test_multispectral_scene_is_read_with_the_runs_bands_and_scaling(tmp_path: Path) -> None:
+    from aerossl.data.geotiff import SENTINEL2_BANDS
+    from aerossl.mapping import band_reader
+
+    rng = np.random.default_rng(2)
+    bands = rng.integers(0, 4000, (13, 40, 40), dtype=np.uint16)
+    path = tmp_path / "s2.tif"
+    tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate")
+    info = {"channels": 3, "bands": ["B04", "B03", "B02"], "band_min": [0.0, 0.0, 0.0],
+            "band_max": [4000.0, 2000.0, 1000.0], "image_size": 40}
+    with open_scene(path) as scene:
+        assert scene.names == list(SENTINEL2_BANDS)
+        reader = band_reader(scene, info, tmp_path)
+        tile = reader(scene.read(0, 0, 40, 40))
+    assert reader.select == [3, 2, 1]
+    expected = np.rint(np.clip(bands[[3, 2, 1]] / np.array([4000, 2000, 1000])[:, None, None],
+                               0, 1) * 255)
+    np.testing.assert_array_equal(tile, expected.astype(np.uint8))
+    with open_scene(path) as scene, pytest.raises(
+            DataError, match=r"13 bands \(B01.*\).*takes 3 bands \(B04, B03, B05X\).*B05X"):
+        band_reader(scene, {**info, "bands": ["B04", "B03", "B05X"]}, tmp_path)
