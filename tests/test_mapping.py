@@ -46,9 +46,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A supervised run on the embedded demo (21 classes), trained briefly."""
     cfg = {"name": "map", "output_dir": str(tmp_path_factory.mktemp("runs")), "seed": 0,
            "data": {"root": "demo", "image_size": 32, "labels_per_class": 4},
-           "model": {"name": "cnn", "widths": [16, 32, 64]},
+           "model": {"name": "cnn", "widths": [8, 16, 32]},
            "algorithm": {"name": "supervised"},
-           "train": {"steps": 60, "batch_size": 32, "eval_every": 60, "log_every": 30,
+           "train": {"steps": 30, "batch_size": 16, "eval_every": 30, "log_every": 30,
                      "progress": False, "tensorboard": False, "lr": 0.05},
            "report": []}
     return aerossl.train(cfg).run_dir
