@@ -239,8 +239,13 @@ class _TiffScene(Scene):
         fh = self.tif.filehandle
         fh.seek(int(page.dataoffsets[index]))
         data = fh.read(int(page.databytecounts[index]))
-        arr = page.decode(data, index, jpegtables=page.jpegtables)[0]
-        arr = np.asarray(arr)[0]  # (h, w, samples)
+        try:
+            arr = np.asarray(page.decode(data, index, jpegtables=page.jpegtables)[0])[0]
+        except Exception as exc:  # codec missing, corrupt data
+            hint = (" (pip install imagecodecs reads JPEG, LZW, ZSTD... compressed TIFFs)"
+                    if "imagecodecs" in str(exc) else "")
+            raise DataError(f"{self.path}: cannot decode TIFF strip/tile {index} "
+                            f"({type(exc).__name__}: {exc}){hint}") from None
         self.cache[key] = arr
         self.cache_bytes += arr.nbytes
         while self.cache_bytes > _CACHE_BYTES and len(self.cache) > 1:
