@@ -724,14 +724,16 @@ def map_scene(
                 tiles.append(reader(tile))
             return keep, (np.stack(tiles) if tiles else np.empty((0,)))
 
-        batches = list(_batches(grid, batch_size))
+        batches = _batches(grid, batch_size)  # a generator: memory does not grow with tiles
         with (ThreadPoolExecutor(1) as pool,
               tqdm(total=len(grid), unit="tile", desc="map", disable=not progress) as bar):
-            pending = pool.submit(load, batches[0])
-            for n in range(len(batches)):
+            batch: list[tuple[int, int]] | None = next(batches)
+            pending = pool.submit(load, batch)
+            while batch is not None:
                 keep, tiles = pending.result()
-                if n + 1 < len(batches):
-                    pending = pool.submit(load, batches[n + 1])
+                following = next(batches, None)
+                if following is not None:
+                    pending = pool.submit(load, following)  # read ahead of the network
                 if keep:
                     x = torch.from_numpy(tiles)
                     with torch.inference_mode():
@@ -745,7 +747,8 @@ def map_scene(
                         classes_map[r, c], confidence[r, c] = k, p
                         thumbnail[r * thumb_px: (r + 1) * thumb_px,
                                   c * thumb_px: (c + 1) * thumb_px] = t
-                bar.update(len(batches[n]))
+                bar.update(len(batch))
+                batch = following
 
         out.mkdir(parents=True, exist_ok=True)
         targets = {"preview": out / "preview.png", "tiles_csv": out / "tiles.csv"}
