@@ -240,6 +240,27 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
     return res.output_csv
 
 
+def map_scene(run_dir: str | Path, scene: str | Path, out_dir: str | Path | None = None,
+              **options: Any) -> Any:
+    """Classify the tiles of a large GeoTIFF/JPEG/PNG into a map (class and confidence
+    GeoTIFFs, GeoJSON, preview PNG, tile CSV); options: see :func:`aerossl.mapping.map_scene`.
+    Returns a :class:`aerossl.mapping.MapResult`."""
+    from aerossl.mapping import map_scene as _map_scene
+
+    return _map_scene(run_dir, scene, out_dir, **options)
+
+
+def suggest_labels(run_dir: str | Path, budget: int, out_dir: str | Path | None = None,
+                   **options: Any) -> Any:
+    """Rank a run's unlabelled images (uncertainty under weak views, balanced over predicted
+    classes, diverse) and write the ``budget`` best as CSV, HTML grid and a ``labeled.txt``
+    split file; options: see :func:`aerossl.suggest.suggest_labels`. Returns a
+    :class:`aerossl.suggest.SuggestResult`."""
+    from aerossl.suggest import suggest_labels as _suggest
+
+    return _suggest(run_dir, budget, out_dir, **options)
+
+
 __all__ = ["demo", "distill", "evaluate", "evaluate_old_task", "find_config", "finetune",
-           "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
-           "shipped_configs", "sweep", "train"]
+           "map_scene", "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
+           "shipped_configs", "suggest_labels", "sweep", "train"]

@@ -1,5 +1,6 @@
 """Command line: ``aerossl train|evaluate|predict|export|compare|sweep|demo|validate|report|list``,
-and the teacher-student stages ``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
+``map``, ``suggest-labels``, and the teacher-student stages
+``pretrain|finetune|distill|noisy-student|pipeline|pseudo-label``.
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and configs")
     li.set_defaults(func=_list)
 
-    from aerossl import compare, export, label_sweep, predict
+    from aerossl import compare, export, label_sweep, mapping, predict, suggest
 
-    for module in (predict, export, compare, label_sweep):
+    for module in (predict, export, compare, label_sweep, mapping, suggest):
         module.add_parser(sub)
     add_teacher_student_parsers(sub)
     return p

@@ -170,6 +170,45 @@ def _geokeys(page: tifffile.TiffPage) -> dict[int, int]:
     return keys
 
 
+GeoTransform = tuple[float, float, float, float, float, float]
+"""GDAL-order affine ``(x0, dx, rx, y0, ry, dy)``: pixel corner ``(col, row)`` maps to
+``x = x0 + col * dx + row * rx``, ``y = y0 + col * ry + row * dy`` in the raster's CRS."""
+
+
+def geotransform(page: tifffile.TiffPage) -> GeoTransform | None:
+    """The corner-based affine of a GeoTIFF page (``ModelTransformationTag``, else
+    ``ModelTiepointTag`` + ``ModelPixelScaleTag``: the precedence :func:`georeference` explains),
+    or ``None`` when it has neither. PixelIsPoint rasters (which tie pixel centres) are shifted by
+    half a pixel so that the result is always PixelIsArea."""
+    tie = page.tags.get(_TAG_TIEPOINT)
+    scale = page.tags.get(_TAG_PIXEL_SCALE)
+    matrix = page.tags.get(_TAG_TRANSFORMATION)
+    tie_v = None if tie is None else [float(v) for v in tie.value]
+    scale_v = None if scale is None else [float(v) for v in scale.value]
+    matrix_v = None if matrix is None else [float(v) for v in matrix.value]
+    gt: GeoTransform
+    if matrix_v is not None and len(matrix_v) == 16:
+        m = matrix_v
+        gt = (m[3], m[0], m[1], m[7], m[4], m[5])
+    elif tie_v is not None and scale_v is not None and len(tie_v) >= 6 and len(scale_v) >= 2:
+        i, j, _, x0, y0, _ = tie_v[:6]
+        gt = (x0 - i * scale_v[0], scale_v[0], 0.0, y0 + j * scale_v[1], 0.0, -scale_v[1])
+    else:
+        return None
+    if _geokeys(page).get(_KEY_RASTER_TYPE) == 2:  # centres tied: the corner is half a pixel off
+        x0, dx, rx, y0, ry, dy = gt
+        gt = (x0 - 0.5 * (dx + rx), dx, rx, y0 - 0.5 * (ry + dy), ry, dy)
+    return gt
+
+
+def epsg_code(page: tifffile.TiffPage) -> int | None:
+    """EPSG code of a GeoTIFF page's CRS (``ProjectedCSTypeGeoKey``, else
+    ``GeographicTypeGeoKey``); ``None`` when absent or user-defined."""
+    keys = _geokeys(page)
+    code = keys.get(_KEY_PROJECTED) or keys.get(_KEY_GEOGRAPHIC)
+    return None if not code or code == _USER_DEFINED else int(code)
+
+
 def georeference(path: str | Path) -> tuple[float, float, int]:
     """Centre ``(x, y)`` of the raster in its CRS and that CRS's EPSG code (for a geographic
     CRS, x is the longitude and y the latitude, as GeoTIFF stores them).
@@ -186,35 +225,25 @@ def georeference(path: str | Path) -> tuple[float, float, int]:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
-            width, height = int(page.imagewidth), int(page.imagelength)
-            keys = _geokeys(page)
-            tags = {code: [float(v) for v in page.tags[code].value]
-                    for code in (_TAG_TIEPOINT, _TAG_PIXEL_SCALE, _TAG_TRANSFORMATION)
-                    if code in page.tags}
+            h, w = page.shape[page.axes.index("Y")], page.shape[page.axes.index("X")]
+            if len(tif.series[0].shape) == 3 and tif.series[0].axes[0] in "IQ":
+                h, w = tif.series[0].shape[1:]
+            code = epsg_code(page)
+            gt = geotransform(page)
     except Exception as exc:  # tifffile raises many types on corrupt data
         raise DataError(f"{path}: cannot read GeoTIFF tags ({type(exc).__name__}: {exc})"
                         ) from exc
-    code = keys.get(_KEY_PROJECTED) or keys.get(_KEY_GEOGRAPHIC)
-    if not code or code == _USER_DEFINED:
+    if code is None:
         raise DataError(f"{path}: GeoTIFF has no EPSG code (ProjectedCSTypeGeoKey or "
                         "GeographicTypeGeoKey) in its GeoKey directory; cannot locate it")
-    # pixel-is-point rasters tie pixel centres, pixel-is-area rasters pixel corners
-    col, row = (width / 2, height / 2)
-    if keys.get(_KEY_RASTER_TYPE) == 2:
-        col, row = col - 0.5, row - 0.5
-    m = tags.get(_TAG_TRANSFORMATION)
-    tie, scale = tags.get(_TAG_TIEPOINT), tags.get(_TAG_PIXEL_SCALE)
-    if m is not None and len(m) == 16:
-        x, y = m[0] * col + m[1] * row + m[3], m[4] * col + m[5] * row + m[7]
-    elif tie is not None and scale is not None and len(tie) >= 6 and len(scale) >= 2:
-        i, j, _, x0, y0, _ = tie[:6]
-        x, y = x0 + (col - i) * scale[0], y0 - (row - j) * scale[1]
-    else:
+    if gt is None:
         raise DataError(f"{path}: GeoTIFF has no ModelTransformationTag (or ModelTiepointTag + "
                         "ModelPixelScaleTag); cannot locate it")
+    x0, dx, rx, y0, ry, dy = gt
+    x, y = x0 + w / 2 * dx + h / 2 * rx, y0 + w / 2 * ry + h / 2 * dy
     if not (math.isfinite(x) and math.isfinite(y)):
         raise DataError(f"{path}: GeoTIFF tags place its centre at ({x}, {y})")
-    return x, y, int(code)
+    return x, y, code
 
 
 @lru_cache(maxsize=32)
