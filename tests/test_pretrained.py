@@ -262,6 +262,7 @@ def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
     assert _bank(trainer, tmp_path / "one").folder != one.folder
 
 
+@pytest.mark.slow
 def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_path: Path) -> None:
     """Each method a few steps on the bank; methods that need images in their steps (a teacher
     on images, VAT's pixel-unit perturbation) recompute the frozen bottom instead."""

@@ -7,17 +7,11 @@ batch of views into a loss (see :mod:`aerossl.algorithms.base`).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import signal
-import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,142 +20,48 @@ from torch import nn
 from aerossl.algorithms import Algorithm, StepContext, get_algorithm
 from aerossl.algorithms.base import Batch, RunData, StepOutput
 from aerossl.augment import build_pipeline
-from aerossl.config import Config, save_config
-from aerossl.data import write_split
+from aerossl.config import Config
 from aerossl.data.cache import default_cache_dir
-from aerossl.data.formats import recorded_root
-from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine import distributed
 from aerossl.engine.bank import BankBatchBuilder, ViewBank
-from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
-from aerossl.engine.data import BatchBuilder, DataBundle, channel_stats, load_data
+from aerossl.engine.data import BatchBuilder, DataBundle, load_data
 from aerossl.engine.ema import EMA
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
+from aerossl.engine.loop import StopOnSignal, batch_statistics, mean_window
+from aerossl.engine.network import resolve_data_config, setup_network
+from aerossl.engine.optim import build_optimizer, lr_factor, param_groups
 from aerossl.engine.pseudo_stats import (
     offline_pseudo_label_metrics,
     step_log,
     visible_labels,
 )
-from aerossl.engine.transfer import (
-    backbone_parameter_ids,
-    freeze_backbone,
-    freeze_units,
-    frozen_norms_eval,
-    load_init,
-    norms_eval,
+from aerossl.engine.run_folder import (
+    RunResult,
+    new_run_dir,
+    write_eval,
+    write_pseudo_label_errors,
+    write_summary,
 )
+from aerossl.engine.state import RunState
+from aerossl.engine.transfer import frozen_norms_eval, norms_eval
 from aerossl.errors import AerosslError, ConfigError
-from aerossl.models.pretrained import load_pretrained, pretrained_source
-from aerossl.runs import (  # noqa: F401 (load_run_*: re-exported for older imports)
+from aerossl.runs import (  # re-exported for older imports
     build_network,
     load_run_config,
     load_run_network,
     resolve_device,
 )
 
+__all__ = ["RunResult", "Trainer", "batch_statistics", "build_network", "build_optimizer",
+           "load_run_config", "load_run_network", "lr_factor", "new_run_dir", "param_groups",
+           "resolve_data_config", "resolve_device", "write_eval"]
+
 log = logging.getLogger("aerossl")
 
 
-@dataclass
-class RunResult:
-    """What a finished run reports.
-
-    ``final_acc`` and ``best_acc`` are the final and best test values of the selection metric
-    ``metric``: accuracy (``acc``), or macro mAP (``map_macro``) for multi-label runs, whose
-    other final test metrics (micro mAP, F1, exact match) are in ``metrics``.
-    """
-
-    run_dir: Path
-    final_acc: float
-    best_acc: float
-    best_step: int
-    steps: int
-    minutes: float
-    report: Path | None
-    metric: str = "acc"
-    metrics: dict[str, float] = field(default_factory=dict)
-    bank_minutes: float = 0.0  # time this process spent filling the view bank
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        d = asdict(self)
-        d["run_dir"], d["report"] = str(self.run_dir), str(self.report) if self.report else None
-        return d
-
-
-def new_run_dir(cfg: Config) -> Path:
-    """``output_dir/name``, or ``name-2``, ``name-3``... if that folder is already used."""
-    base = Path(cfg.output_dir) / cfg.name
-    run_dir, k = base, 1
-    while run_dir.exists() and any(run_dir.iterdir()):
-        k += 1
-        run_dir = base.with_name(f"{base.name}-{k}")
-    return run_dir
-
-
-def lr_factor(step: int, cfg: Config) -> float:
-    """Linear warm-up, then FixMatch's cosine decay ``cos(7 pi k / (16 K))`` (or constant)."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
-        return 1.0
-    return math.cos(7 * math.pi * step / (16 * t.steps))
-
-
-def param_groups(
-    module: nn.Module, weight_decay: float, lr: float, scaled: set[int] | None = None,
-    lr_scale: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Weight decay on weights of convolutions and linear layers, not on biases or norms;
-    parameters whose id is in ``scaled`` (the backbone) get learning rate ``lr * lr_scale``."""
-    groups: dict[tuple[bool, bool], list] = {  # (decayed, scaled); the first two always exist
-        (d, s): [] for s in (False, True) for d in (True, False)}
-    for p in module.parameters():
-        if p.requires_grad:
-            groups[(p.ndim > 1, lr_scale != 1.0 and id(p) in (scaled or ()))].append(p)
-    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0,
-             "lr": lr * lr_scale if scale else lr}
-            for (decay, scale), ps in groups.items() if ps or not scale]
-
-
-def build_optimizer(
-    module: nn.Module, cfg: Config
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD (Nesterov momentum) over the trainable parameters, with the configured schedule."""
-    t = cfg.train
-    backbone = backbone_parameter_ids(module.model) if hasattr(module, "model") else set()
-    optimizer = torch.optim.SGD(
-        param_groups(module, t.weight_decay, t.lr, backbone, t.backbone_lr_scale),
-        lr=t.lr, momentum=t.momentum,
-        nesterov=t.nesterov and t.momentum > 0,
-    )
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, cfg))
-
-
-def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
-    """Fill in what the run folder must record: normalisation statistics of the training images
-    (when not given) and the absolute dataset root (so the run works from any directory)."""
-    resolved: dict[str, Any] = {}
-    if cfg.data.mean is None and cfg.model.pretrained:  # the weights' own input normalisation
-        source = pretrained_source(cfg.model.name, cfg.model.pretrained)
-        resolved["mean"], resolved["std"] = [source.mean] * data.channels, [source.std] * \
-            data.channels
-    elif cfg.data.mean is None:
-        resolved["mean"], resolved["std"] = channel_stats(data.images, data.split.unlabeled)
-    resolved.update(recorded_root(cfg.data, data.source or data.dataset.root))  # its format's
-    if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
-        resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
-                                                              cfg.data.metadata_file))
-    bands = data.bands
-    if bands is not None and bands.band_min is not None and cfg.data.band_min is None:
-        resolved["band_min"], resolved["band_max"] = list(bands.band_min), list(bands.band_max)
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
-
-
-class Trainer:
+class Trainer(RunState):
     """Sets a run up from a config (or resumes one from its folder) and trains it.
 
     Only one process trains in a run folder: :meth:`fit` holds ``run_dir/.lock`` (see
@@ -206,25 +106,8 @@ class Trainer:
         algo_cls = get_algorithm(cfg.algorithm.name)
         params = algo_cls.Params(**cfg.algorithm_params())
         self.views = algo_cls.views(params)
-        network = build_network(cfg, self.data.num_classes, self.data.channels)
-        if cfg.model.pretrained and not resume:  # on resume: from the checkpoint
-            load_pretrained(network.backbone, cfg.model.name, cfg.model.pretrained)
-        if cfg.model.init and not resume:  # transfer learning (on resume: from the checkpoint)
-            load_init(network, cfg.model.init, self.data.classes)
-        self.entry = 0  # first feature unit the training steps run (> 0: from the view bank)
-        if cfg.model.freeze_backbone:
-            log.info("model.freeze_backbone: %d tensors frozen", freeze_backbone(network))
-        elif cfg.model.trainable_stages is not None:
-            frozen = freeze_units(network, cfg.model.trainable_stages, cfg.model.name)
-            if frozen and cfg.bank.use == "on" and algo_cls.needs_images:
-                raise ConfigError(f"bank.use: on, but algorithm '{algo_cls.name}' needs images "
-                                  "in its training step (a teacher on images, or a pixel-unit "
-                                  "perturbation); set bank.use: auto or off")
-            if frozen and cfg.bank.use != "off" and not algo_cls.needs_images:
-                self.entry = network.entry = frozen
-            elif frozen and cfg.bank.use == "auto":
-                log.info("view bank off: algorithm '%s' needs images in its steps; the frozen "
-                         "units are recomputed at every step", algo_cls.name)
+        network, self.entry = setup_network(cfg, self.data, algo_cls.needs_images,
+                                            algo_cls.name, resume)
         self.has_frozen = cfg.model.freeze_backbone or cfg.model.trainable_stages is not None
         if t.sync_bn and self.world_size > 1:
             network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
@@ -298,123 +181,9 @@ class Trainer:
         """What evaluation feeds the network: the cached images, or the bank's plain draws."""
         return self.bank.clean if self.bank is not None else self.data.images
 
-    # ---------------------------------------------------------------- run folder and state
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        """Where last.pt and best.pt live."""
-        return self.run_dir / "checkpoints"
-
-    def _setup_run_dir(self) -> None:
-        """Load the checkpoint (resume) or write config and split (new run); the metric log is
-        opened by :meth:`fit`, under the run folder's lock."""
-        if self.resume:
-            # to the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
-            self._load_state(load_checkpoint(self.checkpoint_dir / "last.pt", "cpu"))
-            log.info("resuming %s at step %d of %d", self.run_dir, self.step, self.cfg.train.steps)
-            return
-        if self.is_main:
-            with writing(self.run_dir):
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                save_config(self.cfg, self.run_dir / "config.yaml")
-                summary = write_split(self.data.split, self.data.dataset, self.run_dir)
-                (self.run_dir / "split" / "summary.json").write_text(json.dumps(summary, indent=2))
-        distributed.barrier()
-
-    def _rank_state(self) -> dict[str, Any]:
-        """This rank's own randomness (augmentation generator, stream positions, torch RNG) and
-        the values it logged since the last log row."""
-        state = {"batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "window": {k: [float(v) for v in vals] for k, vals in self.window.items()}}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the run is.
-
-        Under DDP this gathers every rank's randomness (a collective call: every rank calls it);
-        the weights, optimiser and buffers are the same on all ranks and stored once.
-        """
-        state = {
-            "step": self.step,
-            "algorithm": self.algorithm.state_dict(),
-            "eval_model": self.eval_network().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "batches": self.batches.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "best_acc": self.best_acc,
-            "best_step": self.best_step,
-            "elapsed": self.elapsed,
-            "skipped_steps": self.skipped_steps,
-            "window": {k: [float(v) for v in vals] for k, vals in self.window.items()},
-            "classes": self.data.classes,
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        if self.world_size > 1:
-            state["rank_states"] = distributed.gather_objects(self._rank_state())
-        return state
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.algorithm.load_state_dict(state["algorithm"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["eval_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        own = self._own_rank_state(state)
-        self._batches_state = own["batches"]  # loaded once the batch source is built
-        torch.set_rng_state(own["torch_rng"])
-        if "cuda_rng" in own and self.device.type == "cuda":
-            torch.cuda.set_rng_state(own["cuda_rng"], self.device)
-        self.best_acc, self.best_step = float(state["best_acc"]), int(state["best_step"])
-        self.elapsed = float(state["elapsed"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))
-        window = own.get("window", state["window"])
-        self.window = defaultdict(list, {k: list(v) for k, v in window.items()})
-
-    def _own_rank_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        """This rank's saved randomness; when the number of ranks changed since the checkpoint,
-        rank 0's (data order is global, so it continues exactly) with fresh per-rank seeds."""
-        ranks = state.get("rank_states") or [state]
-        if len(ranks) == self.world_size:
-            return ranks[self.rank]
-        if self.is_main:
-            log.warning("resuming a %d-process run with %d processes: data order continues "
-                        "exactly, augmentation randomness does not", len(ranks), self.world_size)
-        own = dict(ranks[0])
-        if self.rank:
-            reseed = torch.Generator().manual_seed(self.cfg.seed + 7919 * self.rank + self.step)
-            own["batches"] = {**own["batches"], "generator": reseed.get_state()}
-            own["torch_rng"] = torch.Generator().manual_seed(
-                self.cfg.seed + 1_000_003 * self.rank + self.step).get_state()
-        return own
-
     def eval_network(self) -> nn.Module:
         """The weights that are evaluated: the EMA copy when EMA is on."""
         return self.ema.module if self.ema is not None else self.algorithm.eval_model()
-
-    def save(self, best: bool = False) -> None:
-        """Write best.pt (when ``best``) and then last.pt, each atomically.
-
-        best.pt goes first: last.pt records ``best_step``, so a run killed between the two
-        writes resumes from the previous last.pt and re-evaluates (and rewrites) that best.
-        """
-        distributed.sync_buffers(self.algorithm, self.ema)
-        state = self.state_dict()
-        if not self.is_main:
-            return
-        if best:
-            save_checkpoint(
-                {"step": self.step, "eval_model": state["eval_model"], "acc": self.best_acc,
-                 "classes": self.data.classes},
-                self.checkpoint_dir / "best.pt",
-            )
-        save_checkpoint(state, self.checkpoint_dir / "last.pt")
 
     # ---------------------------------------------------------------- training
 
@@ -518,7 +287,7 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not (t.progress and self.is_main),
                    desc=self.cfg.name, dynamic_ncols=True, leave=False)
         last_time = time.perf_counter()
-        with _StopOnSignal() as stop_signal:
+        with StopOnSignal() as stop_signal:
             while self.step < stop:
                 if distributed.any_rank(stop_signal.received is not None, self.device):
                     signame = stop_signal.received or "a signal to another rank"
@@ -539,7 +308,7 @@ class Trainer:
                 self.elapsed += now - last_time
                 last_time = now
                 if self.step % t.log_every == 0 or self.step == t.steps:
-                    row = distributed.mean_over_ranks(_mean_window(window), self.device)
+                    row = distributed.mean_over_ranks(mean_window(window), self.device)
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                     row["skipped_steps"] = self.skipped_steps
                     if self.logger is not None:
@@ -576,30 +345,9 @@ class Trainer:
         self.save(best=best)
 
     def pseudo_label_errors(self, k: int = 24) -> None:
-        """Draw the unlabelled images the final model labels wrongly with most confidence.
-
-        The hidden labels are used here for inspection only, as in the training logs.
-        """
-        from aerossl.engine.report import PSEUDO_LABEL_GRID, plot_image_grid
-
-        if self.data.task.name != "multiclass":  # the grid shows one predicted class per image
-            return
-        idx = np.setdiff1d(self.data.split.unlabeled, self.data.split.labeled)
-        if len(idx) == 0:
-            return
-        logits = self.run_data().predict(self.eval_network(), idx)
-        confidence, pred = logits.softmax(dim=1).max(dim=1)
-        truth = self.data.labels.cpu()[torch.as_tensor(idx)]
-        wrong = torch.nonzero(pred != truth).flatten()
-        top = wrong[confidence[wrong].argsort(descending=True)][:k]
-        if len(top) == 0:
-            return
-        names = self.data.classes
-        captions = [f"{names[pred[i]]} {confidence[i]:.0%}\n(true: {names[truth[i]]})"
-                    for i in top.tolist()]
-        images = self.data.images[torch.as_tensor(idx[top.numpy()])].numpy()
-        with writing(self.run_dir / "plots"):
-            plot_image_grid(images, captions, self.run_dir / "plots" / PSEUDO_LABEL_GRID)
+        """Draw the unlabelled images the final model labels wrongly with most confidence."""
+        write_pseudo_label_errors(self.run_dir, self.data,
+                                  lambda idx: self.run_data().predict(self.eval_network(), idx), k)
 
     def finish(self) -> RunResult:
         """Final evaluation, eval.json, summary.json and the report (by rank 0, whose result
@@ -632,8 +380,7 @@ class Trainer:
         if result.metric != "acc":  # final_acc / best_acc hold this metric
             summary.update(task=self.data.task.name, metric=result.metric,
                            final_metrics={"accuracy": result.accuracy, **result.metrics})
-        with writing(self.run_dir / "summary.json"):
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_summary(self.run_dir, summary)
         self.logger.close()
         report = None
         if self.cfg.report:
@@ -646,62 +393,3 @@ class Trainer:
                          self.bank_seconds / 60)
 
 
-class _StopOnSignal:
-    """Turns SIGINT/SIGTERM into a flag, so the loop finishes its step and checkpoints.
-
-    A second signal restores the default behaviour (a second Ctrl-C stops at once).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def batch_statistics(batch: Batch) -> dict[str, float]:
-    """Per view: min, max, mean and std of the finite values, and how many are not finite."""
-    stats: dict[str, float] = {}
-    for group, views in (("labeled", batch.labeled), ("unlabeled", batch.unlabeled)):
-        for name, x in views.items():
-            x = x.detach().float()
-            finite = x[torch.isfinite(x)]
-            key = f"{group}/{name}"
-            stats[f"{key}/nonfinite"] = float(x.numel() - finite.numel())
-            if finite.numel():
-                stats.update({f"{key}/min": float(finite.min()), f"{key}/max": float(finite.max()),
-                              f"{key}/mean": float(finite.mean()),
-                              f"{key}/std": float(finite.std()) if finite.numel() > 1 else 0.0})
-    return stats
-
-
-def _mean_window(window: dict[str, list]) -> dict[str, float]:
-    """Average each logged value over the window (NaNs ignored)."""
-    out = {}
-    for k, vals in window.items():
-        x = torch.tensor([float(v) for v in vals], dtype=torch.float64)
-        out[k] = float(x.nanmean()) if bool(torch.isfinite(x).any()) else float("nan")
-    return out
-
-
-def write_eval(run_dir: Path, result: EvalResult, step: int, classes: list[str]) -> None:
-    """Write eval.json: accuracy, per-class accuracy and the confusion matrix (multi-label:
-    macro/micro mAP and F1, exact match, per-class AP, F1 and positives)."""
-    data = {"step": step, **result.to_dict(), "classes": classes}
-    with writing(run_dir / "eval.json"):
-        (run_dir / "eval.json").write_text(json.dumps(data, indent=2))
