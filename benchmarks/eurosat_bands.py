@@ -7,9 +7,10 @@ deviation and every seed's accuracy, and the paired difference 13 bands - RGB pe
 
 ``--models`` takes ``NAME`` or ``NAME:PRETRAINED`` (``model.pretrained``), e.g.
 ``cnn efficientnet_lite0:imagenet``: the ImageNet-pretrained EfficientNet-Lite0 whose first
-convolution the transfer path adapts to 13 bands. A model that is not registered in this
-installation is skipped with a note. Every run is an ordinary run folder: re-running the
-script skips finished runs and resumes a stopped one.
+convolution the transfer path adapts to 13 bands, fine-tuned whole; ``NAME:PRETRAINED:K``
+trains only its last K feature units (``model.trainable_stages``, the rest frozen). A model
+that is not registered in this installation is skipped with a note. Every run is an ordinary
+run folder: re-running the script skips finished runs and resumes a stopped one.
 
     python benchmarks/eurosat_bands.py --data ../shared/data/eurosat_ms --seeds 0 1 2
 """
@@ -30,9 +31,13 @@ RGB = ["B04", "B03", "B02"]
 
 
 def model_section(spec: str) -> dict:
-    """``NAME`` or ``NAME:PRETRAINED`` as a config's model section."""
-    name, _, pretrained = spec.partition(":")
-    return {"name": name, **({"pretrained": pretrained} if pretrained else {})}
+    """``NAME``, ``NAME:PRETRAINED`` or ``NAME:PRETRAINED:K`` (``model.trainable_stages``: the
+    last K feature units train, the rest is frozen and computed once by the view bank) as a
+    config's model section."""
+    name, _, rest = spec.partition(":")
+    pretrained, _, stages = rest.partition(":")
+    return {"name": name, **({"pretrained": pretrained} if pretrained else {}),
+            **({"trainable_stages": int(stages)} if stages else {})}
 
 
 def main() -> int:
@@ -42,7 +47,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/eurosat_ms"))
     p.add_argument("--models", nargs="+", default=["cnn"],
-                   help="NAME or NAME:PRETRAINED, e.g. cnn efficientnet_lite0:imagenet")
+                   help="NAME, NAME:PRETRAINED or NAME:PRETRAINED:K, e.g. cnn "
+                   "efficientnet_lite0:imagenet efficientnet_lite0:imagenet:3")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--image-size", type=int, default=32)
