@@ -25,17 +25,18 @@ DRIVER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import torch
+    import aerossl.engine.state as state_mod
     import aerossl.engine.trainer as trainer_mod
     from aerossl.config import config_from_dict, read_yaml
     from aerossl.engine import distributed
 
     out = Path(sys.argv[1])
     writes = []
-    real_save = trainer_mod.save_checkpoint
+    real_save = state_mod.save_checkpoint  # the run state's writer (engine/state.py)
     def counting_save(state, path):
         writes.append(str(path))
         real_save(state, path)
-    trainer_mod.save_checkpoint = counting_save
+    state_mod.save_checkpoint = counting_save
 
     cfg = config_from_dict(read_yaml(out / "config.yaml"))
     full = trainer_mod.Trainer(cfg.model_copy(update={"name": "full"}))
