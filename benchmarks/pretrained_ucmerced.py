@@ -41,6 +41,7 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
     import torch
     from sklearn.linear_model import LogisticRegression
 
+    from aerossl.algorithms.base import Features
     from aerossl.config import load_config
     from aerossl.engine.data import load_data
     from aerossl.engine.evaluate import predict
@@ -59,7 +60,7 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
             src = pretrained_source(args.model, "imagenet")
             backbone = create_model(args.model, data.num_classes, data.channels)
             load_pretrained(backbone, args.model, "imagenet")
-            feats = _Pooled(Normalized(backbone, [src.mean] * 3, [src.std] * 3))
+            feats = Features(Normalized(backbone, [src.mean] * 3, [src.std] * 3))
             features = predict(feats, data.images, np.arange(len(data.labels)), 64,
                                torch.device("cpu")).numpy()
             extract_min = (time.perf_counter() - t0) / 60
@@ -73,23 +74,6 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
                      "acc": acc, "minutes": minutes, "bank_minutes": 0.0, "steps": 0})
         print(f"logreg seed {seed} labels {labels}: {acc:.4f} ({minutes:.1f} min)", flush=True)
     return rows
-
-
-class _Pooled:
-    """Calls ``forward_features`` (for :func:`predict`)."""
-
-    def __init__(self, network) -> None:
-        self.network = network
-        self.training = False
-
-    def eval(self) -> None:
-        self.network.eval()
-
-    def train(self, mode: bool = True) -> None:
-        self.network.train(mode)
-
-    def __call__(self, x):
-        return self.network.forward_features(x)
 
 
 def train_rows(args: argparse.Namespace, config: str, labels: str) -> list[dict]:

@@ -48,10 +48,12 @@ class RunData:
 
     def features(self, network: nn.Module, indices: np.ndarray) -> Tensor:
         """Pooled features ``network.forward_features(x)`` of the images at ``indices``."""
-        return self.predict(_Features(network), indices)
+        return self.predict(Features(network), indices)
 
 
-class _Features(nn.Module):
+class Features(nn.Module):
+    """``network.forward_features`` as a module's forward (to batch it through ``predict``)."""
+
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network

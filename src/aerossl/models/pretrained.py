@@ -120,7 +120,7 @@ def load_pretrained(network: Classifier, model: str, name: str) -> list[str]:
     source = pretrained_source(model, name)
     file = source.path()
     state = torch.load(file, map_location="cpu", weights_only=True)
-    mapped = map_efficientnet_keys(state, network)
+    mapped = network.map_foreign_keys(state)  # the model's own reading of the file's layout
     target = network.state_dict()
     lines = [f"{len(mapped) - 2} tensors of {model} from {file.name} ({source.package}); "
              f"new head for {network.num_classes} classes"]
