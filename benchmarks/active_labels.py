@@ -83,7 +83,15 @@ def main() -> None:
     p.add_argument("--workdir", default="runs/active_labels")
     p.add_argument("--out", default="benchmarks/results/active_labels",
                    help="results prefix (.md, .json, .png)")
+    p.add_argument("--note", default="pinned to one core with `taskset`, torch threads 1",
+                   help="how it ran and what else ran on the machine (goes in the table)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="train nothing: merge the .json results of runs made on other seeds "
+                        "(e.g. one process per core) into one table")
     args = p.parse_args()
+    if args.merge:
+        merge(args)
+        return
     if args.add % args.rounds:
         p.error("--add must be a multiple of --rounds")
     per_round = args.add // args.rounds
@@ -115,11 +123,36 @@ def main() -> None:
                 prev, acc = train(base_cfg, f"s{seed}_{strategy}_r{r}", split, test)
                 results[strategy].setdefault(r, []).append(acc)
     minutes = (time.perf_counter() - start) / 60
-    write_results(args, results, start_labels, per_round, load_before, minutes)
+    write_results(args, results, start_labels, per_round,
+                  f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+                  f"{minutes:.1f} min in all")
+
+
+def merge(args: argparse.Namespace) -> None:
+    """One table from the JSON results of several processes (same settings, other seeds)."""
+    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    same = ("config", "overrides", "start_per_class", "add", "rounds", "views", "diversity")
+    for key in same:
+        values = {json.dumps(part["args"][key]) for part in parts}
+        if len(values) > 1:
+            raise SystemExit(f"--merge: the parts differ in {key}: {sorted(values)}")
+    first = parts[0]["args"]
+    for key in same:
+        setattr(args, key, first[key])
+    args.seeds = [s for part in parts for s in part["args"]["seeds"]]
+    results: dict[str, dict[int, list[float]]] = {"rule": {}, "random": {}}
+    for part in parts:
+        for strategy, rounds in part["results"].items():
+            for r, accs in rounds.items():
+                results[strategy].setdefault(int(r), []).extend(accs)
+    timing = "; ".join(f"{Path(f).name}: seeds {part['args']['seeds']}, {part['timing']}"
+                       for f, part in zip(args.merge, parts, strict=True))
+    args.parts = [part["command"] for part in parts]
+    write_results(args, results, parts[0]["start_labels"], parts[0]["per_round"], timing)
 
 
 def write_results(args: argparse.Namespace, results: dict, n0: int, per_round: int,
-                  load_before: tuple[float, ...], minutes: float) -> None:
+                  timing: str) -> None:
     """Markdown table, JSON and plot under ``args.out``."""
     import matplotlib
 
@@ -154,11 +187,10 @@ def write_results(args: argparse.Namespace, results: dict, n0: int, per_round: i
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command: `{command}`",
+        *(f"  - part: `{c}`" for c in getattr(args, "parts", [])),
         f"- base config: `{args.config}` with `{' '.join(args.overrides) or '(no overrides)'}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores (2-core AMD EPYC, no GPU), "
-        f"pinned to one core with `taskset -c 0`, torch threads 1; load average before "
-        f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other engineers' tests on the "
-        f"other core); {minutes:.1f} min in all",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; {args.note}",
+        f"- time: {timing}",
         "",
         *lines,
         "",
@@ -167,7 +199,9 @@ def write_results(args: argparse.Namespace, results: dict, n0: int, per_round: i
     ])
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
-        {"args": vars(args), "per_round": per_round, "results": results}, indent=1))
+        {"args": vars(args), "per_round": per_round, "start_labels": n0, "timing": timing,
+         "command": command,
+         "results": results}, indent=1))
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     x = [n0 + r * per_round for r in rounds]
     for strategy, color in (("rule", "tab:blue"), ("random", "tab:orange")):

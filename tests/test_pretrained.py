@@ -262,6 +262,40 @@ def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
     assert _bank(trainer, tmp_path / "one").folder != one.folder
 
 
+def test_runs_sharing_a_bank_compute_each_view_once_and_wait_for_each_other(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    from filelock import FileLock
+
+    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
+    idx = np.arange(0, 200, 7)
+    first = _bank(trainer, tmp_path / "shared")
+    second = _bank(trainer, tmp_path / "shared")  # opened before the first one fills
+    calls = []
+    bottom = trainer._network.forward_bottom
+    trainer._network.forward_bottom = lambda x, e: calls.append(len(x)) or bottom(x, e)
+    first.fill(idx, idx)
+    computed = sum(calls)
+    assert computed == len(idx) * (1 + 2 * 2)  # clean + 2 views of weak and strong
+    second.fill(idx, idx)
+    assert sum(calls) == computed  # found done, not recomputed
+    assert _close(second.draws("strong")[:, idx], first.draws("strong")[:, idx])
+
+    # while another process holds the folder, a fill waits for it
+    other = FileLock(first.folder / ".lock")
+    other.acquire()
+    more = np.arange(1, 200, 7)
+    waiter = threading.Thread(target=second.fill, args=(more, more))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()
+    other.release()
+    waiter.join(60)
+    assert not waiter.is_alive() and sum(calls) > computed
+
+
 @pytest.mark.slow
 def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_path: Path) -> None:
     """Each method a few steps on the bank; methods that need images in their steps (a teacher

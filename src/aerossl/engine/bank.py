@@ -16,22 +16,27 @@ order; a run fills only the images its split needs (runs of other splits add the
 key hashes the image cache, the frozen weights, the cut and the dtype (and each file name the
 pipeline's spec, view count and seed): any change gives a new bank. A data file of the wrong
 size is rebuilt; images are marked done (atomic rename) only after their data is flushed, so
-a killed build never leaves a view that is trusted but not written.
+a killed build never leaves a view that is trusted but not written. Runs that share a bank
+(two seeds started together) take turns on an OS file lock over the folder: the second waits
+while the first computes, then finds the views done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from aerossl.augment import Compose
 from aerossl.batch import Batch, ViewSpec
@@ -95,6 +100,14 @@ class _Store:
         self.done = set(done)
         self.array = np.memmap(self.data_path, dtype=dtype, mode="r+", shape=shape)
 
+    def refresh(self) -> None:
+        """Add the images another process marked as computed since this store was opened."""
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            self.done.update(int(c) for c in meta["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
     def mark(self, images: list[int]) -> None:
         """Flush the data, then record ``images`` as computed (atomic rename)."""
         self.array.flush()
@@ -118,6 +131,7 @@ class ViewBank:
         key = bank_key(data.cache_key, network, entry, dtype)
         self.folder = Path(folder) / key
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.folder / ".lock")
         n = len(data.labels)
         was_training = network.training
         with torch.no_grad():
@@ -126,11 +140,27 @@ class ViewBank:
             network.train(was_training)
         self.feature_shape = tuple(probe.shape[1:])
         np_dtype = np.dtype(dtype)
-        self.clean_store = _Store(self.folder, CLEAN, (n, *self.feature_shape), np_dtype)
-        self.stores = {p: _Store(self.folder, _pipeline_file(p, specs[p], views, seed),
-                                 (views, n, *self.feature_shape), np_dtype) for p in pipelines}
+        with self._locked():  # another run may be creating or filling the same files
+            self.clean_store = _Store(self.folder, CLEAN, (n, *self.feature_shape), np_dtype)
+            self.stores = {p: _Store(self.folder, _pipeline_file(p, specs[p], views, seed),
+                                     (views, n, *self.feature_shape), np_dtype)
+                           for p in pipelines}
         self._network, self._pipelines, self._data = network, pipelines, data
         self._batch_size = batch_size
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the bank folder's lock (released by the OS if this process dies), so runs that
+        share a bank compute each view once and never truncate each other's files."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            log.info("view bank %s: another process is writing it; waiting", self.folder)
+            self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @property
     def clean(self) -> torch.Tensor:
@@ -145,6 +175,12 @@ class ViewBank:
     def fill(self, augmented: np.ndarray, clean: np.ndarray) -> None:
         """Compute what is missing: every pipeline's draws of the ``augmented`` images and the
         plain ``clean`` images. Each image's draws come from its own seed."""
+        with self._locked():
+            self._fill(augmented, clean)
+
+    def _fill(self, augmented: np.ndarray, clean: np.ndarray) -> None:
+        for store in (self.clean_store, *self.stores.values()):
+            store.refresh()  # what another run computed while this one waited
         work = [(CLEAN, self.clean_store, [int(i) for i in clean])]
         work += [(p, s, [int(i) for i in augmented]) for p, s in self.stores.items()]
         work = [(p, s, [i for i in idx if i not in s.done]) for p, s, idx in work]
