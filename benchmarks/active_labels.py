@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -172,7 +173,7 @@ def write_results(args: argparse.Namespace, results: dict, n0: int, per_round: i
                      f"{b.mean():.3f} ± {sd_b:.3f} | "
                      f"{d.mean():+.3f} | {' / '.join(f'{v:.3f}' for v in a)} | "
                      f"{' / '.join(f'{v:.3f}' for v in b)} |")
-    command = "PYTHONPATH=src python benchmarks/active_labels.py " + " ".join(sys.argv[1:])
+    command = "PYTHONPATH=src python benchmarks/active_labels.py " + shlex.join(sys.argv[1:])
     text = "\n".join([
         "# Active labelling on UC Merced: suggest-labels vs random",
         "",
