@@ -230,19 +230,21 @@ def add_teacher_student_parsers(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aerossl`` command."""
+    from aerossl.engine import distributed
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        return args.func(args)
+        code = args.func(args)
+        distributed.barrier()  # under torchrun: no rank leaves the group while another works
+        return code
     except AerosslError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     finally:
-        from aerossl.engine import distributed
-
         distributed.shutdown()  # leave the process group a torchrun-launched command joined
 
 

@@ -8,6 +8,7 @@ every helper here is a no-op, so single-process runs need no process group at al
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -70,6 +71,7 @@ def init(device: torch.device) -> bool:
 def shutdown() -> None:
     """Leave the process group (at the end of a command)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # drop the run's DDP wrapper (it holds the group) while Python is alive
         dist.destroy_process_group()
 
 
