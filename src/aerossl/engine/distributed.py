@@ -140,15 +140,20 @@ def wrap(algorithm: nn.Module, device: torch.device) -> nn.Module | None:
     """``algorithm.training_step`` under DistributedDataParallel (None when not distributed).
 
     Buffers (batch-norm statistics, algorithm state such as distribution alignment's running
-    mean) are broadcast from rank 0 at every step (``broadcast_buffers``), so all ranks hold
-    rank 0's buffers and the single checkpoint rank 0 writes is every rank's state.
+    mean) are broadcast from rank 0 at every step (``forward_sync_buffers``, called
+    ``broadcast_buffers`` before torch 2.13), so all ranks hold rank 0's buffers and the single
+    checkpoint rank 0 writes is every rank's state.
     """
     if not is_distributed():
         return None
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(_Step(algorithm), device_ids=ids, broadcast_buffers=True)
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return DistributedDataParallel(_Step(algorithm), device_ids=ids, **{sync: True})
 
 
 @torch.no_grad()
