@@ -1,4 +1,4 @@
-"""Atomic checkpoint files that load without unpickling code."""
+"""Atomic checkpoint files that load without unpickling code, and atomic output files."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except OSError as e:
         raise CheckpointError(f"could not write {e.filename or path}: {e.strerror or e}") from e
+
+
+@contextmanager
+def staged_files(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Temporary paths beside ``targets`` (``.NAME.part``) to write in the block; renamed onto
+    the targets together when the block succeeds, removed in any case, so that no output is
+    left half-written."""
+    temps = {key: path.with_name(f".{path.name}.part") for key, path in targets.items()}
+    try:
+        yield temps
+        for key, tmp in temps.items():
+            os.replace(tmp, targets[key])
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

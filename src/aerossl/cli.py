@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aerossl import api
 from aerossl.errors import AerosslError
+from aerossl.runs import add_run_options
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -121,8 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="re-evaluate a run's saved model on its test split")
     e.add_argument("run_dir")
-    e.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    e.add_argument("--device", default="auto")
+    add_run_options(e)
     e.add_argument("--json", action="store_true", help="print per-class results as JSON")
     e.add_argument("--old-task", metavar="SOURCE_RUN", default=None,
                    help="transfer runs (lwf, fine-tuning): accuracy of the old task on the test "
@@ -221,8 +221,7 @@ def add_teacher_student_parsers(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("run_dir")
     pl.add_argument("data_dir", help="folder of images (searched recursively)")
     pl.add_argument("--out", "-o", default="pseudo_labels.csv")
-    pl.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    pl.add_argument("--device", default="auto")
+    add_run_options(pl)
     pl.set_defaults(func=lambda a: print(
         f"pseudo-labels: {api.pseudo_label(a.run_dir, a.data_dir, a.out, a.checkpoint, a.device)}"
     ) or 0)

@@ -38,7 +38,6 @@ import csv
 import json
 import logging
 import math
-import os
 import threading
 import time
 import warnings
@@ -54,6 +53,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from aerossl.checkpoint import staged_files
 from aerossl.data.decode import TIFF_EXTENSIONS
 from aerossl.data.geotiff import (
     RGB_BANDS,
@@ -65,6 +65,7 @@ from aerossl.data.geotiff import (
     select_bands,
 )
 from aerossl.errors import AerosslError, DataError
+from aerossl.runs import add_run_options
 
 log = logging.getLogger("aerossl")
 
@@ -755,8 +756,7 @@ def map_scene(
         if georef:
             targets.update(classes=out / "classes.tif", confidence=out / "confidence.tif",
                            geojson=out / "tiles.geojson")
-        temps = {k: p.with_name(f".{p.name}.part") for k, p in targets.items()}
-        try:
+        with staged_files(targets) as temps:
             title = (f"{scene_path.name}: {grid.rows} x {grid.cols} tiles of {tile_size} px "
                      f"(stride {stride}), run {run_dir.name}")
             write_preview(temps["preview"], classes_map, thumbnail, names, title)
@@ -768,11 +768,6 @@ def map_scene(
                 write_class_geotiff(temps["classes"], classes_map, scene, map_gt, names)
                 write_confidence_geotiff(temps["confidence"], confidence, scene, map_gt)
                 write_geojson(temps["geojson"], classes_map, confidence, grid, scene, names)
-            for key, tmp in temps.items():
-                os.replace(tmp, targets[key])
-        finally:
-            for tmp in temps.values():
-                tmp.unlink(missing_ok=True)
     skipped = int((classes_map == NODATA_CLASS).sum())
     counts = {names[k]: int(v) for k, v in zip(*np.unique(classes_map, return_counts=True),
                                                strict=True) if k != NODATA_CLASS}
@@ -810,8 +805,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-nodata", type=float, default=0.5,
                    help="skip tiles with more than this share of no-data pixels")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.add_argument("--device", default="auto")
+    add_run_options(p)
     p.set_defaults(func=_handler)
     return p
 

@@ -28,7 +28,7 @@ from aerossl.data.folder import walk_images
 from aerossl.data.geotiff import georeference, to_wgs84
 from aerossl.data.multispectral import spec_for_image
 from aerossl.errors import AerosslError, DataError
-from aerossl.runs import load_run_network, resolve_device
+from aerossl.runs import add_run_options, load_run_network, resolve_device
 from aerossl.tasks import get_task
 
 
@@ -253,8 +253,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
     p.add_argument("--geojson", default=None, help="also write georeferenced points here")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.add_argument("--device", default="auto")
+    add_run_options(p)
     p.set_defaults(func=_handler)
     return p
 

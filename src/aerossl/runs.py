@@ -6,6 +6,7 @@ here, without the training engine.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from aerossl.config import Config, config_from_dict, read_yaml
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+
+CHECKPOINTS = ("last", "best")  # the checkpoints a run folder keeps for inference
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that loads a trained run: which checkpoint, which device."""
+    parser.add_argument("--checkpoint", default="last", choices=CHECKPOINTS)
+    parser.add_argument("--device", default="auto")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,7 +62,7 @@ def load_run_network(
     """A run's evaluated network (eval mode, on ``device``) and what describes it: classes,
     image size, channels, step, model name and normalisation."""
     run_dir = Path(run_dir)
-    if checkpoint not in ("last", "best"):
+    if checkpoint not in CHECKPOINTS:
         raise ConfigError(f"unknown checkpoint {checkpoint!r}: use 'last' or 'best'")
     cfg = load_run_config(run_dir)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"

@@ -42,7 +42,6 @@ import csv
 import html
 import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aerossl.checkpoint import staged_files
 from aerossl.errors import AerosslError, DataError
+from aerossl.runs import add_run_options
 
 CSV_NAME, HTML_NAME, SPLIT_NAME = "suggestions.csv", "suggestions.html", "labeled.txt"
 SHEET_NAME = "suggestions.png"
@@ -221,15 +222,6 @@ def _write_split(path: Path, names: list[str], header: str) -> None:
     path.write_text(f"# {header}\n" + "".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
-def _commit(temps: dict[str, Path], targets: dict[str, Path]) -> None:
-    for key, tmp in temps.items():
-        os.replace(tmp, targets[key])
-
-
-def _temps(targets: dict[str, Path]) -> dict[str, Path]:
-    return {k: p.with_name(f".{p.name}.part") for k, p in targets.items()}
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -296,8 +288,7 @@ def suggest_labels(
     if images:
         targets["html"] = out / HTML_NAME
         targets["sheet"] = out / SHEET_NAME
-    temps = _temps(targets)
-    try:
+    with staged_files(targets) as temps:
         with temps["csv"].open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -314,10 +305,6 @@ def suggest_labels(
             write_contact_sheet(temps["sheet"], thumbs, [
                 f"#{r['rank']} {r['predicted_class']}?\nu={float(r['uncertainty']):.2f} "
                 f"s={float(r['max_similarity']):.2f}" for r in rows])
-        _commit(temps, targets)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
     return SuggestResult(out, targets, names, [r["predicted_class"] for r in rows], len(pool),
                          len(labeled), time.perf_counter() - start, rows)
 
@@ -364,11 +351,10 @@ def accept_labels(run_dir: str | Path, suggestions_csv: str | Path,
     base = [n.strip() for n in (run_dir / "split" / "labeled.txt").read_text().splitlines()
             if n.strip() and not n.startswith("#")]
     target = Path(out) if out else suggestions_csv.with_name(SPLIT_NAME)
-    tmp = _temps({"split": target})["split"]
-    _write_split(tmp, list(dict.fromkeys(base + accepted)),
-                 f"labelled images of {run_dir} plus {len(accepted)} labelled from "
-                 f"{suggestions_csv.name}; use as data.labeled_names_file")
-    os.replace(tmp, target)
+    with staged_files({"split": target}) as temps:
+        _write_split(temps["split"], list(dict.fromkeys(base + accepted)),
+                     f"labelled images of {run_dir} plus {len(accepted)} labelled from "
+                     f"{suggestions_csv.name}; use as data.labeled_names_file")
     return target
 
 
@@ -409,8 +395,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="weight of the similarity penalty (0: uncertainty only)")
     p.add_argument("--accept", metavar="CSV", default=None,
                    help="write labeled.txt from a suggestions.csv whose label column is filled")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.add_argument("--device", default="auto")
+    add_run_options(p)
     p.set_defaults(func=_handler)
     return p
 
