@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import small_config
 from PIL import Image
 from pyproj import Transformer
 
@@ -44,13 +45,9 @@ def geotiff_tags(origin: tuple[float, float] = ORIGIN, pixel: float = PIXEL) -> 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A supervised run on the embedded demo (21 classes), trained briefly."""
-    cfg = {"name": "map", "output_dir": str(tmp_path_factory.mktemp("runs")), "seed": 0,
-           "data": {"root": "demo", "image_size": 32, "labels_per_class": 4},
-           "model": {"name": "cnn", "widths": [8, 16, 32]},
-           "algorithm": {"name": "supervised"},
-           "train": {"steps": 30, "batch_size": 16, "eval_every": 30, "log_every": 30,
-                     "progress": False, "tensorboard": False, "lr": 0.05},
-           "report": []}
+    cfg = small_config("demo", tmp_path_factory.mktemp("runs"), "supervised",
+                       model__widths=[8, 16, 32], train__steps=30, train__batch_size=16,
+                       train__eval_every=30, train__log_every=30)
     return aerossl.train(cfg).run_dir
 
 

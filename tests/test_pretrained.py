@@ -187,8 +187,13 @@ def test_pretrained_run_keeps_the_weights_normalisation_and_predicts_like_its_ev
     assert result.final_acc > 0.4  # chance is 0.2: ImageNet features carry over
 
 
-def test_training_steps_never_run_the_frozen_bottom(five_classes: Path, tmp_path: Path) -> None:
-    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
+@pytest.fixture
+def trainer(five_classes: Path, tmp_path: Path) -> Trainer:
+    """A trainer of the bank config (Lite0, last 2 units trainable, 3 banked views)."""
+    return Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
+
+
+def test_training_steps_never_run_the_frozen_bottom(trainer: Trainer) -> None:
     calls = []
     stem = trainer.algorithm.model.backbone.stem
     stem.register_forward_hook(lambda *_: calls.append(1))
@@ -231,9 +236,8 @@ def _bank(trainer: Trainer, folder: Path):
 
 
 def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
-    five_classes: Path, tmp_path: Path
+    trainer: Trainer, tmp_path: Path
 ) -> None:
-    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
     idx = np.arange(0, 200, 3)
     one = _bank(trainer, tmp_path / "one")
     one.fill(idx, idx)
@@ -263,13 +267,12 @@ def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
 
 
 def test_runs_sharing_a_bank_compute_each_view_once_and_wait_for_each_other(
-    five_classes: Path, tmp_path: Path
+    trainer: Trainer, tmp_path: Path
 ) -> None:
     import threading
 
     from filelock import FileLock
 
-    trainer = Trainer(config_from_dict(_bank_config(five_classes, tmp_path)), tmp_path / "r")
     idx = np.arange(0, 200, 7)
     first = _bank(trainer, tmp_path / "shared")
     second = _bank(trainer, tmp_path / "shared")  # opened before the first one fills

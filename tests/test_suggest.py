@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_config
 
 import aerossl
 from aerossl import cli
@@ -75,13 +76,10 @@ def test_uncertainty_is_normalised_entropy_of_the_mean_over_views() -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = {"name": "suggest", "output_dir": str(tmp_path_factory.mktemp("runs")), "seed": 0,
-           "data": {"root": "demo", "image_size": 32, "labels_per_class": 2},
-           "model": {"name": "cnn", "widths": [8, 16, 16]},
-           "algorithm": {"name": "supervised"},
-           "train": {"steps": 10, "batch_size": 16, "eval_every": 10, "log_every": 5,
-                     "progress": False, "tensorboard": False},
-           "report": []}
+    cfg = small_config("demo", tmp_path_factory.mktemp("runs"), "supervised",
+                       data__labels_per_class=2, model__widths=[8, 16, 16], train__steps=10,
+                       train__batch_size=16, train__eval_every=10, train__log_every=5,
+                       train__lr=0.03)
     return aerossl.train(cfg).run_dir
 
 
