@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up aerossl in a fresh virtual environment and run the demo:
-# supervised-only and FixMatch on the embedded UC Merced mini dataset, same 4 labels per class.
+# Set up aerossl in a fresh virtual environment and run the demo on the embedded UC Merced mini
+# dataset, same 4 labels per class: supervised from scratch, then supervised and FixMatch on the
+# ImageNet-pretrained EfficientNet-Lite0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
