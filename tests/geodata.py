@@ -31,9 +31,11 @@ def write_geotiff(
     date: str | None = None,
     pixel_is_point: bool = False,
     transformation: Sequence[float] | None = None,
+    tiepoint: bool = True,
 ) -> Path:
-    """A planar ``(C, H, W)`` GeoTIFF georeferenced by ModelTiepoint + ModelPixelScale (and,
-    when given, a 4 x 4 row-major ModelTransformation too) and an EPSG GeoKey (projected code
+    """A planar ``(C, H, W)`` GeoTIFF georeferenced by ModelTiepoint + ModelPixelScale (unless
+    ``tiepoint`` is False; and, when given, a 4 x 4 row-major ModelTransformation) and an EPSG
+    GeoKey (projected code
     for UTM, geographic for 4326)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     geographic = epsg == 4326
@@ -41,9 +43,10 @@ def write_geotiff(
             1024, 0, 1, 2 if geographic else 1,  # GTModelType: geographic / projected
             1025, 0, 1, 2 if pixel_is_point else 1,  # GTRasterType: point / area
             2048 if geographic else 3072, 0, 1, epsg]
-    tags = [(33550, "d", 3, (pixel, pixel, 0.0), False),
-            (33922, "d", 6, (0.0, 0.0, 0.0, origin[0], origin[1], 0.0), False),
-            (34735, "H", len(keys), keys, False)]
+    tags = [(34735, "H", len(keys), keys, False)]
+    if tiepoint:
+        tags += [(33550, "d", 3, (pixel, pixel, 0.0), False),
+                 (33922, "d", 6, (0.0, 0.0, 0.0, origin[0], origin[1], 0.0), False)]
     if transformation is not None:
         tags.append((34264, "d", 16, tuple(transformation), False))
     if names is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
+import rasterio
 import torch
 from conftest import small_config
 from PIL import Image
@@ -19,10 +19,10 @@ import aerossl
 from aerossl import cli
 from aerossl.data import demo_dataset_path
 from aerossl.data.decode import read_image
-from aerossl.data.geotiff import geotransform
 from aerossl.engine.trainer import load_run_network
 from aerossl.errors import DataError
 from aerossl.mapping import NODATA_CLASS, TileGrid, open_scene
+from aerossl.mapping.scene import band_reader
 
 EPSG = 32611  # UTM 11N (Merced, California)
 ORIGIN = (710000.0, 4130000.0)
@@ -31,15 +31,30 @@ ROWS, COLS, TILE = 3, 4, 64  # the demo images are 64 x 64: the run's native siz
 EMPTY = (2, 3)  # the all-zero (no-data) tile
 
 
-def geokeys(epsg: int = EPSG) -> list[int]:
-    return [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg]
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff_samples"
+UCM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucmerced"
 
 
-def geotiff_tags(origin: tuple[float, float] = ORIGIN, pixel: float = PIXEL) -> list[tuple]:
-    keys = geokeys()
-    return [(33550, "d", 3, (pixel, pixel, 0.0), False),
-            (33922, "d", 6, (0.0, 0.0, 0.0, *origin, 0.0), False),
-            (34735, "H", len(keys), keys, False)]
+def write_scene(path: Path, data: np.ndarray, pixel: float | None = PIXEL,
+                origin: tuple[float, float] = ORIGIN, crs: str | None = f"EPSG:{EPSG}",
+                **profile: object) -> Path:
+    """A GeoTIFF written by rasterio (GDAL) from ``(H, W, C)`` or ``(C, H, W)`` data; ``pixel``
+    None: no georeferencing. ``profile``: GDAL creation options (compress, tiled...)."""
+    from affine import Affine
+
+    chw = data.transpose(2, 0, 1) if data.ndim == 3 and data.shape[-1] in (3, 4) else data
+    chw = chw[None] if chw.ndim == 2 else chw
+    geo = {} if pixel is None else {"crs": crs, "transform": Affine(pixel, 0, origin[0], 0,
+                                                                      -pixel, origin[1])}
+    with rasterio.open(path, "w", driver="GTiff", height=chw.shape[1], width=chw.shape[2],
+                       count=chw.shape[0], dtype=chw.dtype.name, **geo, **profile) as ds:
+        ds.write(chw)
+    return path
+
+
+def read_map(path: Path) -> tuple[np.ndarray, rasterio.DatasetReader]:
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +91,37 @@ def mosaic(run_dir: Path) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
     return scene, expected
 
 
-def test_map_of_mosaic_has_run_predictions_at_positions_and_scaled_geotransform(
+def test_map_of_mosaic_has_run_predictions_at_positions_and_georeference(
     run_dir: Path, mosaic: tuple[np.ndarray, dict], tmp_path: Path
 ) -> None:
     scene, expected = mosaic
-    path = tmp_path / "mosaic.tif"  # compressed, in 32 px file tiles: read by windows
-    tifffile.imwrite(path, scene, photometric="rgb", tile=(32, 32), compression="zlib",
-                     extratags=geotiff_tags())
+    path = write_scene(tmp_path / "mosaic.tif", scene, tiled=True, blockxsize=32,
+                       blockysize=32, compress="deflate")  # read by windows
     res = aerossl.map_scene(run_dir, path, tmp_path / "map", batch_size=5, progress=False)
-    assert res.tile_size == TILE and (res.rows, res.cols) == (ROWS, COLS)  # native size
+    assert res.tile_size == (TILE, TILE) and (res.rows, res.cols) == (ROWS, COLS)  # native
     assert res.num_skipped == 1 and res.num_classified == ROWS * COLS - 1
+    assert "in pixels" in res.plan and "ground resolution of the run" in res.plan
 
-    with tifffile.TiffFile(res.files["classes"]) as tif:
-        page = tif.pages[0]
-        classes = page.asarray()
-        gt = geotransform(page)
-        meta = str(page.tags[42112].value)
-        assert page.tags[42113].value.strip("\x00") == str(NODATA_CLASS)
-        assert page.colormap is not None
+    with rasterio.open(res.files["classes"]) as ds:
+        classes = ds.read(1)
+        assert ds.crs.to_epsg() == EPSG and ds.nodata == NODATA_CLASS
+        assert tuple(ds.transform.to_gdal()) == pytest.approx(
+            (ORIGIN[0], PIXEL * TILE, 0.0, ORIGIN[1], 0.0, -PIXEL * TILE))
+        tags = ds.tags()
+        assert json.loads(tags["CLASSES"]) == res.classes
+        assert tags["CLASS_3"] == res.classes[3] and "in pixels" in tags["TILE_PLAN"]
+        assert ds.colormap(1)[1][:3] != ds.colormap(1)[0][:3]
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     assert classes.shape == (ROWS, COLS)
     for (r, c), k in expected.items():
         assert classes[r, c] == k, (r, c)
     assert classes[EMPTY] == NODATA_CLASS
-    assert gt == pytest.approx((ORIGIN[0], PIXEL * TILE, 0.0, ORIGIN[1], 0.0, -PIXEL * TILE))
-    assert json.dumps(res.classes) in meta.replace("&quot;", '"')
+    qml = res.files["style"].read_text()
+    assert 'type="paletted"' in qml and f'label="{res.classes[0]}"' in qml
 
-    confidence = tifffile.imread(res.files["confidence"])
+    with rasterio.open(res.files["confidence"]) as ds:
+        confidence = ds.read(1)
+        assert np.isnan(ds.nodata) and ds.crs.to_epsg() == EPSG
     assert np.isnan(confidence[EMPTY])
     mask = np.ones_like(confidence, dtype=bool)
     mask[EMPTY] = False
@@ -119,18 +139,30 @@ def test_map_of_mosaic_has_run_predictions_at_positions_and_scaled_geotransform(
     assert not list((tmp_path / "map").glob(".*part"))
 
 
+def test_large_map_is_a_cog_with_internal_overviews(tmp_path: Path) -> None:
+    from aerossl.mapping import outputs
+
+    classes = (np.arange(700 * 600) % 5).astype(np.uint8).reshape(700, 600)
+    gt = (ORIGIN[0], 19.2, 0.0, ORIGIN[1], 0.0, -19.2)
+    path = tmp_path / "classes.tif"
+    outputs.write_class_geotiff(path, classes, f"EPSG:{EPSG}", gt, list("abcde"), {})
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1) == [2, 4] and ds.block_shapes[0] == (256, 256)
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(ds.read(1), classes)
+
+
 def test_stride_shifts_the_map_to_tile_centres(run_dir: Path, mosaic: tuple, tmp_path: Path
                                               ) -> None:
     scene, expected = mosaic
-    path = tmp_path / "mosaic.tif"
-    tifffile.imwrite(path, scene, photometric="rgb", extratags=geotiff_tags())  # one strip
+    path = write_scene(tmp_path / "mosaic.tif", scene)  # strips, uncompressed
     res = aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=64, stride=32,
                             progress=False)
     assert (res.rows, res.cols) == (2 * ROWS - 1, 2 * COLS - 1)
     step = 32 * PIXEL
     assert res.transform == pytest.approx((ORIGIN[0] + 16 * PIXEL, step, 0.0,
                                            ORIGIN[1] - 16 * PIXEL, 0.0, -step))
-    classes = tifffile.imread(res.files["classes"])
+    classes, _ = read_map(res.files["classes"])
     for (r, c), k in expected.items():  # even rows/cols are the mosaic's own tiles
         assert classes[2 * r, 2 * c] == k
 
@@ -157,30 +189,50 @@ def test_png_scene_without_georeference_gives_preview_and_csv_with_warning(
     assert by_pos[EMPTY]["status"] == "nodata" and by_pos[EMPTY]["class"] == ""
 
 
-@pytest.mark.parametrize(("count", "dtype", "names"), [
-    (13, np.uint16, r"13 bands \(B01.*B12\), uint16"), (5, np.uint8, r"5 unnamed bands, uint8")])
-def test_scene_with_other_bands_is_an_error_naming_both(
-    run_dir: Path, tmp_path: Path, count: int, dtype: type, names: str
+def test_scene_with_unmatched_bands_is_an_error_naming_both_and_the_flag(
+    run_dir: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "s2.tif"
-    tifffile.imwrite(path, np.ones((count, 64, 64), dtype=dtype), photometric="minisblack",
-                     planarconfig="separate")
-    with pytest.raises(DataError, match=names + r".*run .* takes 3 bands \(R, G, B"):
+    path = write_scene(tmp_path / "five.tif", np.ones((5, 64, 64), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"5 unnamed bands, uint8.*run .* takes 3 bands "
+                       r"\(R, G, B\).*pass --bands"):
         aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=32, progress=False)
     assert not (tmp_path / "map").exists()
+    with pytest.raises(DataError, match=r"--bands: band index 7 is out of range"):
+        aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=32, bands=[0, 1, 7],
+                          progress=False)
+    res = aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=32, bands=[4, 2, 0],
+                            progress=False)
+    assert res.num_classified == 4
+
+
+def test_16_bit_sentinel2_scene_takes_its_rgb_bands_with_a_stated_stretch(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    cube = rng.integers(500, 3000, (13, 64, 96), dtype=np.uint16)
+    path = write_scene(tmp_path / "s2.tif", cube, pixel=10.0, compress="lzw")
+    res = aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=32, progress=False)
+    assert res.num_classified == 6
+    assert "2th-98th percentiles" in res.scaling and "uint16" in res.scaling
+    with open_scene(path) as scene:
+        reader = band_reader(scene, load_run_network(run_dir)[1], run_dir)
+    assert reader.select == [3, 2, 1]  # B04, B03, B02
+    low, high = np.percentile(cube[3].astype(float), [2, 98])
+    assert reader.band_min[0] == pytest.approx(low) and reader.band_max[0] == pytest.approx(high)
+    with rasterio.open(res.files["classes"]) as ds:
+        assert "percentiles" in ds.tags()["SCALING"]
 
 
 def test_nothing_is_written_when_an_output_fails(run_dir: Path, mosaic: tuple, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from aerossl import mapping
+    from aerossl.mapping import outputs
 
-    path = tmp_path / "mosaic.tif"
-    tifffile.imwrite(path, mosaic[0], photometric="rgb", extratags=geotiff_tags())
+    path = write_scene(tmp_path / "mosaic.tif", mosaic[0])
 
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(mapping, "write_geojson", fail)  # the last output written
+    monkeypatch.setattr(outputs, "write_geojson", fail)  # the last output written
     with pytest.raises(OSError, match="disk full"):
         aerossl.map_scene(run_dir, path, tmp_path / "map", progress=False)
     assert list((tmp_path / "map").iterdir()) == []
@@ -190,35 +242,38 @@ def test_nodata_value_and_partial_edge_tiles_are_skipped(run_dir: Path, tmp_path
     rng = np.random.default_rng(0)
     scene = rng.integers(1, 255, (100, 150, 3), dtype=np.uint8)
     scene[:50, :50] = 7  # the GeoTIFF's nodata value
-    path = tmp_path / "nodata.tif"
-    tifffile.imwrite(path, scene, photometric="rgb",
-                     extratags=[*geotiff_tags(), (42113, "s", 0, "7", False)])
+    path = write_scene(tmp_path / "nodata.tif", scene, nodata=7)
     res = aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=50, progress=False)
-    classes = tifffile.imread(res.files["classes"])
+    classes, _ = read_map(res.files["classes"])
     assert classes.shape == (2, 3)  # 150 = 3 tiles, 100 = 2 tiles exactly
     assert classes[0, 0] == NODATA_CLASS and (np.delete(classes.ravel(), 0) < 21).all()
     res = aerossl.map_scene(run_dir, path, tmp_path / "map2", tile_size=64, progress=False)
-    classes = tifffile.imread(res.files["classes"])  # 2 x 3 tiles, the last ones mostly outside
+    classes, _ = read_map(res.files["classes"])  # 2 x 3 tiles, the last ones mostly outside
     assert classes.shape == (2, 3)
     assert classes[1, 2] == NODATA_CLASS and classes[0, 1] != NODATA_CLASS
 
 
-@pytest.mark.parametrize("layout", ["tiled", "strips", "contiguous", "planar", "pages"])
-def test_windowed_reads_match_the_whole_image(tmp_path: Path, layout: str) -> None:
+def test_internal_mask_marks_no_data(run_dir: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    scene = rng.integers(1, 255, (3, 64, 128), dtype=np.uint8)
+    path = write_scene(tmp_path / "masked.tif", scene)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
+        mask = np.full((64, 128), 255, dtype=np.uint8)
+        mask[:, 64:] = 0
+        ds.write_mask(mask)
+    res = aerossl.map_scene(run_dir, path, tmp_path / "map", tile_size=64, progress=False)
+    classes, _ = read_map(res.files["classes"])
+    assert classes[0, 0] != NODATA_CLASS and classes[0, 1] == NODATA_CLASS
+
+
+@pytest.mark.parametrize("options", [
+    {"tiled": True, "blockxsize": 32, "blockysize": 48, "compress": "deflate"},
+    {"blockysize": 7, "compress": "lzw"}, {}, {"interleave": "band", "compress": "zstd"},
+    {"tiled": True, "blockxsize": 64, "blockysize": 64, "compress": "packbits"}])
+def test_windowed_reads_match_the_whole_image(tmp_path: Path, options: dict) -> None:
     rng = np.random.default_rng(1)
     bands = rng.integers(0, 60000, (3, 90, 130), dtype=np.uint16)
-    hwc = np.moveaxis(bands, 0, -1)
-    path = tmp_path / f"{layout}.tif"
-    if layout == "tiled":
-        tifffile.imwrite(path, hwc, photometric="rgb", tile=(32, 48), compression="zlib")
-    elif layout == "strips":
-        tifffile.imwrite(path, hwc, photometric="rgb", rowsperstrip=7, compression="zlib")
-    elif layout == "contiguous":
-        tifffile.imwrite(path, hwc, photometric="rgb")
-    elif layout == "planar":
-        tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate")
-    else:
-        tifffile.imwrite(path, bands, photometric="minisblack")
+    path = write_scene(tmp_path / "scene.tif", bands, **options)
     with open_scene(path) as scene:
         assert (scene.count, scene.height, scene.width) == (3, 90, 130)
         for y, x, h, w in [(0, 0, 90, 130), (10, 40, 33, 70), (70, 110, 40, 40)]:
@@ -228,32 +283,34 @@ def test_windowed_reads_match_the_whole_image(tmp_path: Path, layout: str) -> No
 
 
 def test_tile_grid_covers_the_scene() -> None:
-    grid = TileGrid(height=100, width=256, size=64, stride=64)
+    grid = TileGrid(height=100, width=256, size=(64, 64), stride=(64, 64))
     assert (grid.rows, grid.cols) == (2, 4)
-    grid = TileGrid(height=40, width=40, size=64, stride=32)
+    grid = TileGrid(height=40, width=40, size=(64, 64), stride=(32, 32))
     assert (grid.rows, grid.cols) == (1, 1)
-    assert TileGrid(256, 256, 64, 32).map_transform((0, 1, 0, 0, 0, -1)) == (
+    assert TileGrid(256, 256, (64, 64), (32, 32)).map_transform((0, 1, 0, 0, 0, -1)) == (
         16, 32, 0, -16, 0, -32)
+    grid = TileGrid(height=100, width=300, size=(50, 100), stride=(50, 100))
+    assert (grid.rows, grid.cols) == (2, 3)
 
 
 def test_multispectral_scene_is_read_with_the_runs_bands_and_scaling(tmp_path: Path) -> None:
-    from aerossl.data.geotiff import SENTINEL2_BANDS
-    from aerossl.mapping import band_reader
+    from aerossl.data.raster import SENTINEL2_BANDS
 
     rng = np.random.default_rng(2)
     bands = rng.integers(0, 4000, (13, 40, 40), dtype=np.uint16)
-    path = tmp_path / "s2.tif"
-    tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate")
+    path = write_scene(tmp_path / "s2.tif", bands)
     info = {"channels": 3, "bands": ["B04", "B03", "B02"], "band_min": [0.0, 0.0, 0.0],
             "band_max": [4000.0, 2000.0, 1000.0], "image_size": 40}
     with open_scene(path) as scene:
         assert scene.names == list(SENTINEL2_BANDS)
         reader = band_reader(scene, info, tmp_path)
         tile = reader(scene.read(0, 0, 40, 40))
-    assert reader.select == [3, 2, 1]
+    assert reader.select == [3, 2, 1] and "recorded band_min" in reader.note
     expected = np.rint(np.clip(bands[[3, 2, 1]] / np.array([4000, 2000, 1000])[:, None, None],
                                0, 1) * 255)
     np.testing.assert_array_equal(tile, expected.astype(np.uint8))
     with open_scene(path) as scene, pytest.raises(
             DataError, match=r"13 bands \(B01.*\).*takes 3 bands \(B04, B03, B05X\).*B05X"):
         band_reader(scene, {**info, "bands": ["B04", "B03", "B05X"]}, tmp_path)
+    with open_scene(path) as scene:  # --bands picks other bands for the run's
+        assert band_reader(scene, info, tmp_path, bands=["B08", 2, "b2"]).select == [7, 2, 1]

@@ -24,8 +24,8 @@ from aerossl.data.bigearthnet import (
     read_patch,
     scan_bigearthnet,
 )
-from aerossl.data.geotiff import SENTINEL2_BANDS, geotiff_location, read_raster
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
+from aerossl.data.raster import SENTINEL2_BANDS, geotiff_location, read_raster
 from aerossl.engine.trainer import Trainer, load_run_network
 from aerossl.errors import DataError
 
@@ -66,12 +66,12 @@ def test_13_band_uint16_geotiff_reads_bands_names_and_wgs84_centre(tmp_path: Pat
     assert geotiff_location(geo).lon == pytest.approx(10.0 + 0.32)
 
 
-def test_training_and_prediction_place_a_geotiff_with_both_tags_at_the_transformation(
-    tmp_path: Path,
-) -> None:
-    """ModelTransformation wins over ModelTiepoint + ModelPixelScale, in every reader."""
-    from aerossl.data.geotiff import georeference
+def test_training_and_prediction_place_a_rotated_geotiff_as_gdal_does(tmp_path: Path) -> None:
+    """Every reader places a raster by GDAL's transform: a ModelTransformation (rotation
+    included) alone, and for a file that carries the tiepoint and pixel scale too (which the
+    GeoTIFF specification forbids), the tiepoint and scale, as GDAL and QGIS do."""
     from aerossl.data.metadata import collect_metadata
+    from aerossl.data.raster import georeference
     from aerossl.predict import geotiff_center, to_lat_lon
 
     cube = s2_cube(0, size=64)
@@ -80,20 +80,21 @@ def test_training_and_prediction_place_a_geotiff_with_both_tags_at_the_transform
                20.0, 0.0, 0.0, 4900000.0,
                0.0, 0.0, 0.0, 0.0,
                0.0, 0.0, 0.0, 1.0)
-    both = write_geotiff(tmp_path / "a" / "both.tif", cube, transformation=rotated,
-                         date="2021:07:04 10:30:00")
+    alone = write_geotiff(tmp_path / "a" / "rotated.tif", cube, transformation=rotated,
+                          tiepoint=False, date="2021:07:04 10:30:00")
     centre = (600000.0 + 20.0 * 32, 4900000.0 + 20.0 * 32)  # column and row 32 of 64
-    assert georeference(both) == (*centre, 32632)
-    assert geotiff_center(both) == (*centre, 32632)
+    assert georeference(alone) == (*centre, 32632)
+    assert geotiff_center(alone) == (*centre, 32632)
     lon, lat = Transformer.from_crs(32632, 4326, always_xy=True).transform(*centre)
-    train = geotiff_location(both)
+    train = geotiff_location(alone)
     assert (train.lat, train.lon) == pytest.approx((lat, lon), abs=1e-9)
-    assert to_lat_lon(*geotiff_center(both)) == pytest.approx((lat, lon), abs=1e-9)
-    meta = collect_metadata(tmp_path, ["a/both.tif"], "geotiff")
+    assert to_lat_lon(*geotiff_center(alone)) == pytest.approx((lat, lon), abs=1e-9)
+    meta = collect_metadata(tmp_path, ["a/rotated.tif"], "geotiff")
     assert (meta[0].lat, meta[0].lon) == pytest.approx((lat, lon), abs=1e-9)
-    # without the transformation the tiepoint and pixel scale place it (10 m grid)
+    both = write_geotiff(tmp_path / "a" / "both.tif", cube, transformation=rotated)
     plain = write_geotiff(tmp_path / "a" / "plain.tif", cube)
-    assert georeference(plain) == geotiff_center(plain) == (500320.0, 4999680.0, 32632)
+    assert georeference(both) == geotiff_center(both) == georeference(plain) == (
+        500320.0, 4999680.0, 32632)
 
 
 def test_band_names_come_from_gdal_descriptions_and_select_by_name_or_index(

@@ -64,6 +64,28 @@ def test_larger_lite_variants_load_every_weight(name: str) -> None:
     assert any("13 input channels" in line for line in lines)
 
 
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+            "B12"]
+
+
+def test_rgb_stem_gives_a_13_band_scene_the_pretrained_response_to_its_colours() -> None:
+    rgb_net = create_model("efficientnet_lite0", 1000).eval()
+    load_pretrained(rgb_net, "efficientnet_lite0", "imagenet")
+    ms_net = create_model("efficientnet_lite0", 1000, 13).eval()
+    lines = load_pretrained(ms_net, "efficientnet_lite0", "imagenet", bands=S2_BANDS)
+    assert any("RGB filters on the red, green and blue bands" in line for line in lines)
+    rgb = _demo_images(64)
+    scene = torch.rand(len(rgb), 13, 64, 64)  # other bands: anything, they start at zero
+    scene[:, [3, 2, 1]] = rgb  # B04, B03, B02 hold red, green, blue
+    with torch.no_grad():
+        rgb_features, ms_features = rgb_net.forward_features(rgb), ms_net.forward_features(scene)
+    torch.testing.assert_close(ms_features, rgb_features, atol=1e-4, rtol=1e-4)
+    grey = create_model("efficientnet_lite0", 1000, 13).eval()
+    load_pretrained(grey, "efficientnet_lite0", "imagenet", bands=S2_BANDS, stem_init="mean")
+    with torch.no_grad():
+        assert (grey.forward_features(scene) - rgb_features).abs().max() > 1e-2  # grey sees no colour
+
+
 def _torchvision_resnet50_state() -> dict[str, torch.Tensor]:
     """A state dict with exactly torchvision's ResNet-50 key names and shapes."""
     g = torch.Generator().manual_seed(0)

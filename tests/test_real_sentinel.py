@@ -25,7 +25,8 @@ from aerossl.data.bigearthnet import (
     read_patch,
     scan_bigearthnet,
 )
-from aerossl.data.geotiff import (
+from aerossl.data.metadata import collect_metadata
+from aerossl.data.raster import (
     SENTINEL2_BANDS,
     georeference,
     geotiff_location,
@@ -33,7 +34,6 @@ from aerossl.data.geotiff import (
     resize_band,
     select_bands,
 )
-from aerossl.data.metadata import collect_metadata
 from aerossl.engine.data import load_data
 from aerossl.errors import DataError
 

@@ -56,7 +56,7 @@ class DataConfig(_Section):
     )
     mean: list[float] | None = Field(None, description="per-channel mean (null: from train set)")
     std: list[float] | None = Field(None, description="per-channel std (null: from train set)")
-    # multispectral input (see data/geotiff.py and the README section "Multispectral and metadata")
+    # multispectral input (see data/raster.py and the README section "Multispectral and metadata")
     bands: list[str | int] | None = Field(
         None, description="bands to use, by name (B04, from the GeoTIFF band descriptions or the "
         "Sentinel-2 names for 13 bands) or 0-based index, in this order (null: all bands)"
@@ -75,6 +75,11 @@ class DataConfig(_Section):
     )
     band_max: list[float] | None = Field(
         None, description="per-band value mapped to 255 (null: from scaling; recorded in the run)"
+    )
+    gsd_m: float | None = Field(
+        None, gt=0, description="ground sample distance of the training images in metres per "
+        "pixel (UC Merced: 0.3048; null: measured from the GeoTIFFs' CRS and transform when "
+        "they have them; recorded in the run; maps size their tiles on the ground with it)"
     )
     # spatiotemporal metadata (see data/metadata.py)
     metadata: Literal["none", "csv", "bigearthnet", "geotiff"] = Field(
@@ -157,6 +162,12 @@ class ModelConfig(_Section):
         None, ge=0, description="train only the last N units of the feature path (stem, stages, "
         "head conv; `aerossl list` shows each model's count) and the head; the rest is frozen "
         "in eval mode and, with bank.use, computed once (null: train everything)"
+    )
+    stem_init: Literal["rgb", "mean"] = Field(
+        "rgb", description="pretrained weights on other than 3 bands: rgb gives the red, green "
+        "and blue bands (R/G/B, B04/B03/B02 by name) the pretrained RGB filters and the other "
+        "bands zero; mean gives every band the mean RGB filter (scaled by 3/bands); rgb falls "
+        "back to mean when the bands do not name red, green and blue"
     )
     bn: Literal["train", "frozen"] = Field(
         "train", description="batch norm of the trainable units: train (batch statistics, "

@@ -25,8 +25,8 @@ import torch
 
 from aerossl.data.decode import TIFF_EXTENSIONS, read_image
 from aerossl.data.folder import walk_images
-from aerossl.data.geotiff import georeference, to_wgs84
 from aerossl.data.multispectral import spec_for_image
+from aerossl.data.raster import georeference, to_wgs84
 from aerossl.errors import AerosslError, DataError
 from aerossl.runs import add_run_options, load_run_network, resolve_device
 from aerossl.tasks import get_task
@@ -76,21 +76,22 @@ def find_images(paths: list[Path] | list[str]) -> list[Path]:
 # ----------------------------------------------------------------------------- GeoTIFF
 
 
-def geotiff_center(path: str | Path) -> tuple[float, float, int] | None:
-    """``(x, y, epsg)``: the raster centre in its own CRS (see
-    :func:`aerossl.data.geotiff.georeference`), or ``None`` if not a georeferenced GeoTIFF."""
+def geotiff_center(path: str | Path) -> tuple[float, float, int | str] | None:
+    """``(x, y, crs)``: the raster centre in its own CRS (EPSG code, else WKT; see
+    :func:`aerossl.data.raster.georeference`), or ``None`` if not a georeferenced GeoTIFF."""
     if Path(path).suffix.lower() not in TIFF_EXTENSIONS:
         return None
     try:
         return georeference(path)
-    except DataError:  # not georeferenced (or not a TIFF tifffile can read)
+    except DataError:  # not georeferenced (or not a raster GDAL can read)
         return None
 
 
-def to_lat_lon(x: float, y: float, epsg: int) -> tuple[float, float] | None:
-    """WGS84 ``(lat, lon)`` of ``(x, y)`` in EPSG:``epsg``; ``None`` if it cannot be placed."""
+def to_lat_lon(x: float, y: float, crs: int | str) -> tuple[float, float] | None:
+    """WGS84 ``(lat, lon)`` of ``(x, y)`` in ``crs`` (EPSG code or WKT); ``None`` if it cannot
+    be placed."""
     try:
-        return to_wgs84(x, y, epsg, f"EPSG:{epsg}")
+        return to_wgs84(x, y, crs, f"EPSG:{crs}" if isinstance(crs, int) else "raster CRS")
     except DataError:  # unknown EPSG code, or out of the projection's domain
         return None
 

@@ -84,5 +84,6 @@ def load_run_network(
             "channels": channels, "step": int(state.get("step", -1)),
             "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
             "task": cfg.data.resolved_task(), "bands": cfg.data.bands,
-            "band_min": cfg.data.band_min, "band_max": cfg.data.band_max}
+            "band_min": cfg.data.band_min, "band_max": cfg.data.band_max,
+            "scaling": cfg.data.scaling, "gsd_m": cfg.data.gsd_m}
     return network, info

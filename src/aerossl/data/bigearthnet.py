@@ -7,7 +7,7 @@ CORINE class names), ``coordinates`` (``ulx``, ``uly``, ``lrx``, ``lry`` in ``pr
 ``projection`` (WKT) and ``acquisition_date``.
 
 Every band is resampled straight from its own grid to ``image_size x image_size`` (bicubic,
-see :func:`aerossl.data.geotiff.resize_band`); with ``image_size: 120`` that is the 10 m grid.
+see :func:`aerossl.data.raster.resize_band`); with ``image_size: 120`` that is the 10 m grid.
 Labels are returned as lists of strings per patch, for multi-label training.
 """
 
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aerossl.data.geotiff import read_raster, resize_band, select_bands
 from aerossl.data.metadata import Location, parse_date
+from aerossl.data.raster import read_raster, resize_band, select_bands
 from aerossl.errors import DataError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def patch_labels(folder: str | Path) -> list[str]:
 
 def patch_location(folder: str | Path) -> Location:
     """WGS84 centre of the patch's ``coordinates`` box and its ``acquisition_date``."""
-    from aerossl.data.geotiff import to_wgs84
+    from aerossl.data.raster import to_wgs84
 
     folder = Path(folder)
     where = str(folder / f"{folder.name}{JSON_SUFFIX}")

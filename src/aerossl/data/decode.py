@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tifffile
 from PIL import Image
 
 from aerossl.errors import DataError
@@ -27,7 +26,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", "
 TIFF_EXTENSIONS: frozenset[str] = frozenset({".tif", ".tiff"})
 
 # Pillow raises DecompressionBombError above twice its MAX_IMAGE_PIXELS; apply the same limit
-# to TIFFs decoded by tifffile, which has no such protection of its own.
+# to TIFFs decoded by rasterio (GDAL), which has no such protection of its own.
 _BOMB_FACTOR = 2
 
 _HIGH_BIT_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -43,7 +42,7 @@ def read_image(
 ) -> np.ndarray:
     """Read ``path`` as a ``uint8`` array of shape ``(channels, image_size, image_size)``.
 
-    Without ``spec`` (``channels`` must be 3): TIFFs are read with tifffile (falling back to
+    Without ``spec`` (``channels`` must be 3): TIFFs are read with rasterio (falling back to
     Pillow), other formats with Pillow; grayscale, RGBA, palette and CMYK images become RGB.
     With ``spec``: the chosen bands of a multi-band image (or BigEarthNet patch folder), each
     resampled to the output size and scaled to 0..255 as the spec says. Images not already
@@ -84,8 +83,8 @@ def _decode_rgb(path: Path) -> np.ndarray:
             raise
         except MemoryError:
             raise
-        except Exception as exc:  # any tifffile failure: try Pillow instead
-            tiff_problem = f"tifffile: {type(exc).__name__}: {exc}; "
+        except Exception as exc:  # any other rasterio failure: try Pillow instead
+            tiff_problem = f"rasterio: {type(exc).__name__}: {exc}; "
         else:
             if arr is not None:
                 return arr
@@ -103,36 +102,33 @@ def _decode_rgb(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray | None:
-    """Read a TIFF with tifffile; ``None`` when its layout is not plain gray/RGB(A)."""
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        axes = getattr(series, "axes", "")
-        if "Y" in axes and "X" in axes:
-            pixels = series.shape[axes.index("Y")] * series.shape[axes.index("X")]
-        else:
-            pixels = int(np.prod(series.shape, dtype=np.int64))
+    """Read a TIFF with rasterio; ``None`` when it is not plain gray/RGB(A)."""
+    from aerossl.data.raster import open_raster
+
+    try:
+        raster = open_raster(path)
+    except DataError as exc:  # GDAL cannot open it: let Pillow try
+        raise RuntimeError(str(exc)) from None
+    with raster:
         limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and pixels > _BOMB_FACTOR * limit:
+        if limit is not None and raster.height * raster.width > _BOMB_FACTOR * limit:
             raise DataError(
-                f"{path}: TIFF of shape {tuple(series.shape)} is too large to decode safely "
-                f"(more than {_BOMB_FACTOR * limit} pixels); crop or downsample it first"
+                f"{path}: TIFF of shape ({raster.height}, {raster.width}) is too large to "
+                f"decode safely (more than {_BOMB_FACTOR * limit} pixels); crop or downsample "
+                "it first"
             )
-        arr = series.asarray()
-    if arr.dtype != np.uint8:
-        raise DataError(
-            f"{path}: TIFF has dtype {arr.dtype} and shape {arr.shape}; the RGB reader needs "
-            "8-bit images - multispectral/16-bit data is read when the dataset's first image "
-            "is such a file or data.bands is set"
-        )
-    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        return np.ascontiguousarray(arr[..., :3])
-    return None
+        if raster.dtype != np.uint8:
+            raise DataError(
+                f"{path}: TIFF has {raster.describe()}; the RGB reader needs 8-bit images - "
+                "multispectral/16-bit data is read when the dataset's first image is such a "
+                "file or data.bands is set"
+            )
+        if raster.count not in (1, 3, 4):
+            return None
+        arr = raster.read_all()
+    if raster.count == 1:
+        return np.repeat(arr[0][..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[:3].transpose(1, 2, 0))
 
 
 def _read_pillow(path: Path) -> np.ndarray:

@@ -174,7 +174,7 @@ def collect_metadata(
     if source == "bigearthnet":
         from aerossl.data.bigearthnet import patch_location as read_one
     else:
-        from aerossl.data.geotiff import geotiff_location as read_one
+        from aerossl.data.raster import geotiff_location as read_one
     out: list[Location | None] = []
     for rel in files:
         try:

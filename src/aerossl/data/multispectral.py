@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from aerossl.data.geotiff import RGB_BANDS, read_raster, resize_band, scale_to_uint8, select_bands
+from aerossl.data.raster import (
+    RGB_BANDS,
+    open_raster,
+    read_raster,
+    resize_band,
+    scale_to_uint8,
+    select_bands,
+)
 from aerossl.errors import DataError
 
 FIT_IMAGES = 64
@@ -73,11 +80,11 @@ def probe(path: Path) -> tuple[int, list[str] | None, bool]:
         names = patch_band_names(path)
         if not names:
             raise DataError(f"{path}: no band files '{path.name}_<band>.tif' in patch folder")
-        arr, _ = read_raster(band_files(path)[names[0]])
-        return len(names), names, arr.dtype == np.uint8
+        with open_raster(band_files(path)[names[0]]) as raster:
+            return len(names), names, raster.dtype == np.uint8
     if _is_tiff(path):
-        arr, names = read_raster(path)
-        return arr.shape[0], names, arr.dtype == np.uint8
+        with open_raster(path) as raster:  # the header only
+            return raster.count, raster.names, raster.dtype == np.uint8
     return 3, list(RGB_BANDS), True  # Pillow formats are read as 8-bit RGB
 
 

@@ -33,6 +33,13 @@ def resolve_data_config(cfg: Config, data: DataBundle) -> Config:
     if cfg.data.metadata_file:  # absolute, so a resumed run finds it from anywhere
         resolved["metadata_file"] = str(resolve_metadata_file(data.dataset.root,
                                                               cfg.data.metadata_file))
+    if cfg.data.gsd_m is None:  # the images' ground resolution, for maps (None: unknown)
+        from aerossl.data.raster import measure_gsd
+
+        gsd = measure_gsd([data.dataset.root / f for f in data.dataset.files])
+        if gsd is not None:
+            resolved["gsd_m"] = gsd
+            log.info("data.gsd_m: %.4g m/px, from the images' CRS and transform", gsd)
     bands = data.bands
     if bands is not None and bands.band_min is not None and cfg.data.band_min is None:
         resolved["band_min"], resolved["band_max"] = list(bands.band_min), list(bands.band_max)
@@ -47,7 +54,9 @@ def setup_network(cfg: Config, data: DataBundle, needs_images: bool, algorithm: 
     network then takes the bank's feature maps, ``network.entry``)."""
     network = build_network(cfg, data.num_classes, data.channels)
     if cfg.model.pretrained and not resume:
-        load_pretrained(network.backbone, cfg.model.name, cfg.model.pretrained)
+        names = data.bands.selected_names if data.bands is not None else None
+        load_pretrained(network.backbone, cfg.model.name, cfg.model.pretrained, names,
+                        cfg.model.stem_init)
     if cfg.model.init and not resume:  # transfer learning
         load_init(network, cfg.model.init, data.classes)
     if cfg.model.freeze_backbone:

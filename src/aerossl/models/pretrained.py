@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +78,35 @@ def pretrained_source(model: str, name: str) -> PretrainedSource:
     return PRETRAINED[(model, name)]
 
 
-def adapt_in_channels(weight: Tensor, channels: int) -> Tensor:
-    """A first-convolution weight (O, C_src, k, k) for ``channels`` inputs: the mean over the
+def adapt_in_channels(weight: Tensor, channels: int, bands: Sequence[str] | None = None,
+                      scheme: str = "rgb") -> Tensor:
+    """A first-convolution weight (O, 3, k, k) for ``channels`` inputs called ``bands``.
+
+    ``rgb``: the bands named red, green and blue (see :data:`aerossl.data.raster.RGB_NAMES`)
+    get the pretrained R, G and B filters and every other band zero, so the network starts
+    with exactly its ImageNet response to the scene's colours and learns what the other bands
+    add. ``mean`` (and ``rgb`` when the bands name no red, green and blue): the mean over the
     source channels, repeated, scaled by ``C_src / channels`` (a grey image of any band count
     gives the source's response to the same grey RGB image)."""
     src = weight.shape[1]
+    found = _rgb_positions(bands, channels) if scheme == "rgb" and src == 3 else None
+    if found is not None:
+        out = weight.new_zeros(weight.shape[0], channels, *weight.shape[2:])
+        for rgb, band in enumerate(found):
+            out[:, band] = weight[:, rgb]
+        return out
     return weight.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1) * (src / channels)
+
+
+def _rgb_positions(bands: Sequence[str] | None, channels: int) -> list[int] | None:
+    """Positions of the red, green and blue bands among ``bands`` (None when not all named)."""
+    if bands is None or len(bands) != channels:
+        return None
+    from aerossl.data.raster import RGB_NAMES
+
+    upper = [str(b).upper() for b in bands]
+    found = [next((i for i, n in enumerate(upper) if n in names), None) for names in RGB_NAMES]
+    return None if None in found else [int(i) for i in found if i is not None]
 
 
 _LITE_BLOCK = {"_expand_conv": "expand.conv", "_bn0": "expand.bn",
@@ -114,9 +138,11 @@ def map_efficientnet_keys(state: dict[str, Tensor], network: Classifier) -> dict
     return out
 
 
-def load_pretrained(network: Classifier, model: str, name: str) -> list[str]:
+def load_pretrained(network: Classifier, model: str, name: str,
+                    bands: Sequence[str] | None = None, stem_init: str = "rgb") -> list[str]:
     """Load ``name`` weights into ``network`` (in place): the head stays new, a stem of another
-    band count is adapted; every other tensor must match. Returns the log lines (also logged)."""
+    band count is adapted (:func:`adapt_in_channels` with the run's ``bands`` names and
+    ``stem_init``); every other tensor must match. Returns the log lines (also logged)."""
     source = pretrained_source(model, name)
     file = source.path()
     state = torch.load(file, map_location="cpu", weights_only=True)
@@ -128,10 +154,13 @@ def load_pretrained(network: Classifier, model: str, name: str) -> list[str]:
     stem = f"{network.stem_conv_name}.weight"
     if mapped[stem].shape[1] != target[stem].shape[1]:
         src = mapped[stem].shape[1]
-        mapped[stem] = adapt_in_channels(mapped[stem], target[stem].shape[1])
-        lines.append(f"first convolution adapted from {src} to {target[stem].shape[1]} input "
-                     f"channels (mean of the RGB filters, scaled by {src}/"
-                     f"{target[stem].shape[1]})")
+        channels = target[stem].shape[1]
+        mapped[stem] = adapt_in_channels(mapped[stem], channels, bands, stem_init)
+        rgb = stem_init == "rgb" and src == 3 and _rgb_positions(bands, channels) is not None
+        how = ("the RGB filters on the red, green and blue bands, zero on the others" if rgb
+               else f"mean of the RGB filters, scaled by {src}/{channels}")
+        lines.append(f"first convolution adapted from {src} to {channels} input channels "
+                     f"({how})")
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in mapped.items()
              if k in target and v.shape != target[k].shape]
     missing = [k for k in target if k not in mapped and not k.startswith("head.")]
