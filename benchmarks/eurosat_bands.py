@@ -8,7 +8,10 @@ deviation and every seed's accuracy, and the paired difference 13 bands - RGB pe
 ``--models`` takes ``NAME`` or ``NAME:PRETRAINED`` (``model.pretrained``), e.g.
 ``cnn efficientnet_lite0:imagenet``: the ImageNet-pretrained EfficientNet-Lite0 whose first
 convolution the transfer path adapts to 13 bands, fine-tuned whole; ``NAME:PRETRAINED:K``
-trains only its last K feature units (``model.trainable_stages``, the rest frozen). A model
+trains only its last K feature units (``model.trainable_stages``, the rest frozen);
+``NAME:PRETRAINED:K:STEM`` (K may be empty) sets ``model.stem_init`` (``rgb``: the RGB filters
+on B04/B03/B02 and zero on the other bands, the default; ``mean``: the mean RGB filter on every
+band); such a row is run on 13 bands only, its RGB row being the one without STEM. A model
 that is not registered in this installation is skipped with a note. Every run is an ordinary
 run folder: re-running the script skips finished runs and resumes a stopped one.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -35,9 +39,17 @@ def model_section(spec: str) -> dict:
     last K feature units train, the rest is frozen and computed once by the view bank) as a
     config's model section."""
     name, _, rest = spec.partition(":")
-    pretrained, _, stages = rest.partition(":")
+    pretrained, _, rest = rest.partition(":")
+    stages, _, stem = rest.partition(":")
     return {"name": name, **({"pretrained": pretrained} if pretrained else {}),
-            **({"trainable_stages": int(stages)} if stages else {})}
+            **({"trainable_stages": int(stages)} if stages else {}),
+            **({"stem_init": stem} if stem else {})}
+
+
+def base_spec(spec: str) -> str:
+    """The spec without its STEM part (whose RGB row a STEM spec shares)."""
+    parts = spec.split(":")
+    return ":".join(parts[:3]).rstrip(":") if len(parts) == 4 else spec
 
 
 def main() -> int:
@@ -53,6 +65,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--context", default="other engineers' tests on the other core",
+                   help="what else ran on the machine meanwhile (written to the results)")
     p.add_argument("--output-dir", type=Path, default=Path("runs/bench-eurosat"))
     p.add_argument("--result", type=Path,
                    default=Path(__file__).parent / "results" / "eurosat_bands.md")
@@ -67,6 +81,8 @@ def main() -> int:
             skipped.append(spec)
             continue
         for band_name, bands in band_sets.items():
+            if bands is not None and "stem_init" in model:
+                continue  # 3 bands are not adapted: the same run as the spec without STEM
             accs = []
             for seed in args.seeds:
                 tag = spec.replace(":", "-") + ("_13" if bands is None else "_rgb")
@@ -87,14 +103,14 @@ def main() -> int:
             rows.append({"model": spec, "bands": band_name, "accs": accs})
 
     cpu = platform.processor() or "CPU"
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     seeds = " ".join(map(str, args.seeds))
     lines = [
         "# EuroSAT: 13 Sentinel-2 bands vs RGB",
         "",
         f"- date: {dt.date.today()}; machine: 2-core AMD EPYC CPU, no GPU ({cpu}); "
-        f"{args.threads} thread pinned to core 0 (taskset -c 0), at times shared with the "
-        "benchmarking engineer's own tests; other engineers' tests on the other core; "
-        f"torch {torch.__version__}, Python {platform.python_version()}",
+        f"{args.threads} thread(s) pinned to core(s) {cores} (taskset -c {cores}); "
+        f"meanwhile: {args.context}; torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data}: 200 real EuroSAT Sentinel-2 L1C tiles (10 classes x 20, 13 "
         f"bands, uint16); 50/50 split per class drawn by the seed (100 train, all labelled: "
         f"10 per class; 100 test); image size {args.image_size}; per-band percentile "
@@ -102,10 +118,12 @@ def main() -> int:
         f"- training: supervised, {args.steps} steps, batch 32, lr 0.03 (cosine), EMA 0.999, "
         "default weak augmentation (flips, 90-degree rotations, crop); model `cnn` (widths "
         "32-64-128-256) from scratch; a `NAME:PRETRAINED` model starts from those weights, its "
-        "first convolution adapted to the bands",
+        "first convolution adapted to the bands (`model.stem_init`, default rgb: the RGB "
+        "filters on B04/B03/B02 and zero on the other bands; `:mean`: the mean RGB filter on "
+        "every band)",
         f"- seeds: {seeds}; the test half has 100 images, so one image is 1 point: read the "
         "spread",
-        f"- command: `taskset -c 0 python benchmarks/eurosat_bands.py --data {args.data} "
+        f"- command: `taskset -c {cores} python benchmarks/eurosat_bands.py --data {args.data} "
         f"--models {' '.join(args.models)} --seeds {seeds} --steps {args.steps} --image-size "
         f"{args.image_size}`",
         "",
@@ -120,9 +138,10 @@ def main() -> int:
     lines += ["", "Paired difference, 13 bands - RGB, same seed (same split and initial "
               "weights seed):", ""]
     for spec in args.models:
-        pair = [r for r in rows if r["model"] == spec]
-        if len(pair) == 2:
-            d = 100 * (np.array(pair[0]["accs"]) - np.array(pair[1]["accs"]))
+        thirteen = [r for r in rows if r["model"] == spec and r["bands"] == "13 bands"]
+        rgb = [r for r in rows if r["model"] == base_spec(spec) and r["bands"] != "13 bands"]
+        if thirteen and rgb:
+            d = 100 * (np.array(thirteen[0]["accs"]) - np.array(rgb[0]["accs"]))
             std = d.std(ddof=1) if len(d) > 1 else 0.0
             lines.append(f"- {spec}: {d.mean():+.1f} ± {std:.1f} points (per seed: "
                          f"{', '.join(f'{v:+.0f}' for v in d)})")
