@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,30 +51,31 @@ def peak_mib() -> float:
 
 
 def write_scene(path: Path, size: int, seed: int = 0, tile: int = 256) -> None:
-    """A ``size x size`` RGB tiled GeoTIFF of smooth patches plus noise, written tile by tile."""
-    import tifffile
+    """A ``size x size`` RGB tiled GeoTIFF of smooth patches plus noise (deflate, 256 px
+    tiles, UTM 0.3 m/px), written window by window with rasterio."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
 
     rng = np.random.default_rng(seed)
     palette = rng.integers(30, 230, (12, 3))
     patch = 700  # px, size of the land-cover patches
     grid = rng.integers(0, len(palette), (size // patch + 2, size // patch + 2))
-
-    def tiles() -> Iterator[np.ndarray]:
-        yy, xx = np.mgrid[0:tile, 0:tile]
+    yy, xx = np.mgrid[0:tile, 0:tile]
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32611", "transform": from_origin(710000.0, 4130000.0, 0.3, 0.3),
+               "tiled": True, "blockxsize": tile, "blockysize": tile, "compress": "deflate",
+               "photometric": "RGB", "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(path, "w", **profile) as dst:
         for ty in range(0, size, tile):
             for tx in range(0, size, tile):
                 cls = grid[(ty + yy) // patch, (tx + xx) // patch]
-                base = palette[cls]
                 texture = 20 * np.sin((xx + tx) / (3 + cls)) * np.cos((yy + ty) / (5 + cls))
                 noise = rng.integers(-12, 13, (tile, tile, 1))
-                yield np.clip(base + texture[..., None] + noise, 0, 255).astype(np.uint8)
-
-    keys = [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32611]
-    tags = [(33550, "d", 3, (0.3, 0.3, 0.0), False),
-            (33922, "d", 6, (0.0, 0.0, 0.0, 710000.0, 4130000.0, 0.0), False),
-            (34735, "H", len(keys), keys, False)]
-    tifffile.imwrite(path, tiles(), shape=(size, size, 3), dtype=np.uint8, photometric="rgb",
-                     tile=(tile, tile), compression="zlib", extratags=tags)
+                block = np.clip(palette[cls] + texture[..., None] + noise, 0, 255)
+                h, w = min(tile, size - ty), min(tile, size - tx)
+                dst.write(block.astype(np.uint8)[:h, :w].transpose(2, 0, 1),
+                          window=Window(tx, ty, w, h))
 
 
 def train_demo_run(out: Path) -> Path:
@@ -105,7 +105,8 @@ def map_one(run: Path, scene: Path, tile_size: int, batch_size: int) -> dict:
     res = map_scene(run, scene, scene.with_name(scene.stem + "_map"), tile_size=tile_size,
                     batch_size=batch_size, progress=False, device="cpu")
     wall = time.perf_counter() - start
-    return {"tiles_cover_px": f"{res.rows * tile_size} x {res.cols * tile_size}",
+    rows, cols = res.rows * res.tile_size[0], res.cols * res.tile_size[1]
+    return {"tiles_cover_px": f"{rows} x {cols}",
             "tiles": res.num_tiles, "classified": res.num_classified, "wall_s": round(wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1),
             "tiles_per_s": round(res.num_tiles / wall, 1),
@@ -123,6 +124,10 @@ def main() -> None:
     p.add_argument("--workdir", default=None, help="where the scenes go (default: a temp dir)")
     p.add_argument("--out", default=None, help="Markdown results file")
     p.add_argument("--keep", action="store_true", help="keep the scenes in --workdir")
+    p.add_argument("--baseline", default=None,
+                   help="an earlier results file whose table is kept below, for comparison")
+    p.add_argument("--context", default="other engineers' tests on the other core",
+                   help="what else ran on the machine meanwhile (written to the results)")
     p.add_argument("--one", nargs=2, metavar=("RUN", "SCENE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -154,12 +159,20 @@ def main() -> None:
             "rss_before_mib", "peak_rss_mib"]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    baseline = []
+    if args.baseline:
+        old = Path(args.baseline).read_text().splitlines()
+        keep = [line for line in old if line.startswith(("- date", "- command", "- machine"))]
+        keep += ["", *(line for line in old if line.startswith("|"))]
+        baseline = ["## Earlier measurement, for comparison", "",
+                    f"From `{args.baseline}`:", "", *keep, ""]
     command = "PYTHONPATH=src python benchmarks/map_streaming.py " + " ".join(sys.argv[1:])
     text = "\n".join([
         "# `aerossl map`: streaming a large scene",
         "",
         "Written by `benchmarks/map_streaming.py` (see its docstring). Synthetic RGB scenes as",
-        "zlib-compressed tiled GeoTIFFs (256 px file tiles) on disk; each mapped in a fresh",
+        "deflate-compressed tiled GeoTIFFs (256 px file tiles) on disk; each mapped in a fresh",
         f"process with tiles of {args.tile_size} px (stride {args.tile_size}), batch "
         f"{args.batch_size}, a small cnn at 32 px (demo run), torch threads 1, CPU.",
         "`size`: the scene is size x size px; `tiles_cover_px`: what the tiles cover (the last",
@@ -172,11 +185,12 @@ def main() -> None:
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command: `{command}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores (2-core AMD EPYC, no GPU), "
-        f"pinned to one core with `taskset -c 0`; load average before {load_before[0]:.2f}, "
-        f"after {load_after[0]:.2f} (other engineers' tests on the other core)",
+        f"pinned to core(s) {cores} (`taskset -c {cores}`); load average before "
+        f"{load_before[0]:.2f}, after {load_after[0]:.2f}; meanwhile: {args.context}",
         "",
         *table,
         "",
+        *baseline,
     ])
     print(text)
     if args.out:

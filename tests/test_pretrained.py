@@ -83,7 +83,7 @@ def test_rgb_stem_gives_a_13_band_scene_the_pretrained_response_to_its_colours()
     grey = create_model("efficientnet_lite0", 1000, 13).eval()
     load_pretrained(grey, "efficientnet_lite0", "imagenet", bands=S2_BANDS, stem_init="mean")
     with torch.no_grad():
-        assert (grey.forward_features(scene) - rgb_features).abs().max() > 1e-2  # grey sees no colour
+        assert (grey.forward_features(scene) - rgb_features).abs().max() > 1e-2  # no colour
 
 
 def _torchvision_resnet50_state() -> dict[str, torch.Tensor]:

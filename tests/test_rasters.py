@@ -238,3 +238,22 @@ def test_degree_crs_scene_gets_tiles_in_ground_metres(run_dir: Path, tmp_path: P
     footprint = 64 * DEMO_GSD
     assert res.tile_size[0] == round(footprint / 1.1131) and res.tile_size[1] == round(
         footprint / 0.5581)
+
+
+def test_gdal_block_cache_is_bounded_so_map_memory_stays_flat(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    from aerossl.data import raster
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    raster._bound_block_cache.cache_clear()
+    set_gdal_config("GDAL_CACHEMAX", 2**30)  # GDAL's default: 5 % of the machine's memory
+    path = tmp_path / "small.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    with open_raster(path):
+        pass
+    assert int(get_gdal_config("GDAL_CACHEMAX")) <= raster.BLOCK_CACHE_BYTES

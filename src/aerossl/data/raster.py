@@ -51,6 +51,23 @@ GeoTransform = tuple[float, float, float, float, float, float]
 ``x = x0 + col * dx + row * rx``, ``y = y0 + col * ry + row * dy`` in the raster's CRS."""
 
 
+BLOCK_CACHE_BYTES = 64 * 2**20
+"""GDAL's block cache is capped at this size (its default is 5 % of the machine's memory, which
+a windowed read of a large scene fills: memory would grow with the scene). A ``GDAL_CACHEMAX``
+environment variable set by the user wins."""
+
+
+@lru_cache(maxsize=1)
+def _bound_block_cache() -> None:
+    """Cap GDAL's block cache once per process (see :data:`BLOCK_CACHE_BYTES`)."""
+    import os
+
+    if "GDAL_CACHEMAX" not in os.environ:
+        from rasterio.env import set_gdal_config
+
+        set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_BYTES)
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """rasterio warns on every plain (not georeferenced) TIFF; that is not news here."""
@@ -75,6 +92,7 @@ class Raster:
         from rasterio.errors import RasterioError
 
         self.path = Path(path)
+        _bound_block_cache()
         try:
             with _quiet():
                 self.ds = rasterio.open(self.path)

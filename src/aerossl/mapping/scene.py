@@ -184,17 +184,18 @@ def plan_tiles(
                         "places it on the globe), so tiles cannot be sized in metres; pass "
                         "--tile-size and --stride in pixels")
     note = ""
-    if tile_m is None and tile_size is None and run_gsd and gsd:
-        px = int(native_px())
-        tile_m = px * run_gsd
-        note = (f"tiles of {tile_m:.4g} m, the ground of a training image ({px} px of "
-                f"{run_gsd:.4g} m); scene pixels {gsd[1]:.4g} x {gsd[0]:.4g} m")
+    if run_gsd and gsd:
         ratio = math.sqrt(gsd[0] * gsd[1]) / run_gsd
         if max(ratio, 1 / ratio) > GSD_WARN_RATIO * 1.01:  # 1 %: measured on the ellipsoid
             warnings.warn(f"{scene.path}: the scene's ground resolution "
                           f"({math.sqrt(gsd[0] * gsd[1]):.4g} m/px) differs from the run's "
                           f"({run_gsd:.4g} m/px) by {max(ratio, 1 / ratio):.1f}x; its tiles are "
                           "resampled that much", stacklevel=3)
+    if tile_m is None and tile_size is None and run_gsd and gsd:
+        px = int(native_px())
+        tile_m = px * run_gsd
+        note = (f"tiles of {tile_m:.4g} m, the ground of a training image ({px} px of "
+                f"{run_gsd:.4g} m); scene pixels {gsd[1]:.4g} x {gsd[0]:.4g} m")
     if tile_m is not None:
         assert gsd is not None
         size = (max(1, round(tile_m / gsd[0])), max(1, round(tile_m / gsd[1])))
