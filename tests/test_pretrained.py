@@ -246,15 +246,48 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= 1e-2 * b.abs().max())
 
 
-def _bank(trainer: Trainer, folder: Path):
+def _bank(trainer: Trainer, folder: Path, backend: str = "auto", dtype: str = "float16"):
     from aerossl.augment import build_pipeline
     from aerossl.engine.bank import ViewBank
 
     cfg = trainer.cfg
     pipelines = {p: build_pipeline(cfg.augment[p]) for p in ("weak", "strong")}
     return ViewBank(trainer._network, trainer.entry, trainer.data, pipelines,
-                    {p: cfg.augment[p] for p in pipelines}, 2, 0, "float16", folder,
-                    trainer.device)
+                    {p: cfg.augment[p] for p in pipelines}, 2, 0, dtype, folder,
+                    trainer.device, backend=backend)
+
+
+def test_onnxruntime_bank_matches_pytorch_and_has_its_own_key(trainer: Trainer,
+                                                              tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    idx = np.arange(0, 200, 9)
+    fast = _bank(trainer, tmp_path, "onnxruntime", "float32")
+    eager = _bank(trainer, tmp_path, "torch", "float32")
+    assert fast.backend.startswith("onnxruntime-") and eager.backend == "torch"
+    assert fast.folder != eager.folder  # the backend is part of the key
+    auto = _bank(trainer, tmp_path, dtype="float32")
+    assert auto.folder == fast.folder  # auto on a CPU: ONNX Runtime
+    fast.fill(idx, idx)
+    eager.fill(idx, idx)
+    for p in ("weak", "strong"):
+        a, b = fast.draws(p)[:, idx], eager.draws(p)[:, idx]
+        assert a.abs().max() > 1 and (a - b).abs().max() < 1e-3 * b.abs().max()
+    again = _bank(trainer, tmp_path / "again", "onnxruntime", "float32")
+    again.fill(idx[::-2], idx[::-2])  # other batches, other order: the very same numbers
+    again.fill(idx, idx)
+    assert torch.equal(again.draws("strong")[:, idx], fast.draws("strong")[:, idx])
+    assert torch.equal(again.clean[idx], fast.clean[idx])
+
+
+def test_bank_backend_choice_follows_the_device() -> None:
+    from aerossl.engine.bottom import backend_name
+
+    pytest.importorskip("onnxruntime")
+    assert backend_name("auto", torch.device("cpu")).startswith("onnxruntime-")
+    assert backend_name("auto", torch.device("cuda")) == "torch"
+    assert backend_name("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(ConfigError, match=r"bank\.backend: onnxruntime runs the bank on the CPU"):
+        backend_name("onnxruntime", torch.device("cuda"))
 
 
 def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
@@ -289,18 +322,25 @@ def test_bank_content_does_not_depend_on_fill_order_and_bad_files_are_rebuilt(
 
 
 def test_runs_sharing_a_bank_compute_each_view_once_and_wait_for_each_other(
-    trainer: Trainer, tmp_path: Path
+    trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
 
     from filelock import FileLock
 
+    from aerossl.engine import bank
+
     idx = np.arange(0, 200, 7)
     first = _bank(trainer, tmp_path / "shared")
     second = _bank(trainer, tmp_path / "shared")  # opened before the first one fills
     calls = []
-    bottom = trainer._network.forward_bottom
-    trainer._network.forward_bottom = lambda x, e: calls.append(len(x)) or bottom(x, e)
+    make = bank.frozen_bottom
+
+    def counted(*args, **kwargs):
+        run = make(*args, **kwargs)
+        return lambda x: calls.append(len(x)) or run(x)
+
+    monkeypatch.setattr(bank, "frozen_bottom", counted)
     first.fill(idx, idx)
     computed = sum(calls)
     assert computed == len(idx) * (1 + 2 * 2)  # clean + 2 views of weak and strong

@@ -13,8 +13,9 @@ Files: ``<bank dir>/<key>/<pipeline>.bin`` of shape ``(views, N, C, H, W)`` (``c
 the seed) and ``<pipeline>.json`` with the images already computed. Each image's draws come
 from its own seed, so the bank's content does not depend on which run filled it or in what
 order; a run fills only the images its split needs (runs of other splits add theirs). The
-key hashes the image cache, the frozen weights, the cut and the dtype (and each file name the
-pipeline's spec, view count and seed): any change gives a new bank. A data file of the wrong
+key hashes the image cache, the frozen weights, the cut, the dtype and the backend that computes
+the frozen units (:mod:`aerossl.engine.bottom`; each file name the pipeline's spec, view count
+and seed): any change gives a new bank. A data file of the wrong
 size is rebuilt; images are marked done (atomic rename) only after their data is flushed, so
 a killed build never leaves a view that is trusted but not written. Runs that share a bank
 (two seeds started together) take turns on an OS file lock over the folder: the second waits
@@ -30,7 +31,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from filelock import FileLock, Timeout
 from aerossl.augment import Compose
 from aerossl.batch import Batch, ViewSpec
 from aerossl.data.sampler import IndexStream
+from aerossl.engine import distributed
+from aerossl.engine.bottom import backend_name, frozen_bottom
 from aerossl.engine.data import DataBundle
 from aerossl.models.normalize import Normalized
 
@@ -51,12 +54,15 @@ BANK_FORMAT_VERSION = 1
 CLEAN = "clean"  # the plain (un-augmented) images
 
 
-def bank_key(images_key: str, network: Normalized, entry: int, dtype: str) -> str:
+def bank_key(images_key: str, network: Normalized, entry: int, dtype: str,
+             backend: str = "torch") -> str:
     """sha256 over what determines the bank's content but the pipelines (each pipeline's file
-    name carries the hash of its spec, view count and seed)."""
+    name carries the hash of its spec, view count and seed): the images, the frozen weights,
+    the cut, the storage type and what computes the units (``backend``, with its version)."""
     h = hashlib.sha256()
     h.update(json.dumps({"version": BANK_FORMAT_VERSION, "images": images_key, "entry": entry,
-                         "dtype": dtype, "model": type(network.backbone).__name__},
+                         "dtype": dtype, "model": type(network.backbone).__name__,
+                         **({"backend": backend} if backend != "torch" else {})},
                         sort_keys=True).encode())
     units = network.backbone.feature_units()[:entry]
     for t in [network.mean, network.std, *(v for u in units for v in u.state_dict().values())]:
@@ -125,10 +131,12 @@ class ViewBank:
 
     def __init__(self, network: Normalized, entry: int, data: DataBundle,
                  pipelines: dict[str, Compose], specs: dict[str, Any], views: int, seed: int,
-                 dtype: str, folder: Path, device: torch.device, batch_size: int = 64) -> None:
+                 dtype: str, folder: Path, device: torch.device, batch_size: int = 64,
+                 backend: str = "auto") -> None:
         self.entry, self.views, self.seed = entry, views, seed
         self.device = device
-        key = bank_key(data.cache_key, network, entry, dtype)
+        self.backend = backend_name(backend, device)
+        key = bank_key(data.cache_key, network, entry, dtype, self.backend)
         self.folder = Path(folder) / key
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(self.folder / ".lock")
@@ -172,13 +180,21 @@ class ViewBank:
         return torch.from_numpy(self.stores[pipeline].array)
 
     @torch.no_grad()
-    def fill(self, augmented: np.ndarray, clean: np.ndarray) -> None:
+    def fill(self, augmented: np.ndarray, clean: np.ndarray, rank: int = 0,
+             world_size: int = 1) -> None:
         """Compute what is missing: every pipeline's draws of the ``augmented`` images and the
-        plain ``clean`` images. Each image's draws come from its own seed."""
-        with self._locked():
-            self._fill(augmented, clean)
+        plain ``clean`` images. Each image's draws come from its own seed.
 
-    def _fill(self, augmented: np.ndarray, clean: np.ndarray) -> None:
+        Under ``torchrun`` every rank calls this with the same arguments: rank 0 holds the
+        folder's lock, each rank computes its share of every round of ``CHUNK`` images per
+        rank, and rank 0 records a round as done once every rank has flushed its share."""
+        with self._locked() if rank == 0 else contextlib.nullcontext():
+            distributed.barrier()  # the other ranks wait while rank 0 takes the lock
+            self._fill(augmented, clean, rank, world_size)
+            distributed.barrier()
+
+    def _fill(self, augmented: np.ndarray, clean: np.ndarray, rank: int,
+              world_size: int) -> None:
         for store in (self.clean_store, *self.stores.values()):
             store.refresh()  # what another run computed while this one waited
         work = [(CLEAN, self.clean_store, [int(i) for i in clean])]
@@ -187,37 +203,54 @@ class ViewBank:
         total = sum(len(idx) * (1 if p == CLEAN else self.views) for p, _, idx in work)
         if not total:
             return
-        log.info("view bank: %d image views to compute at %s", total, self.folder)
+        if rank == 0:
+            log.info("view bank: %d image views to compute at %s (%s%s)", total, self.folder,
+                     self.backend, f", {world_size} processes" if world_size > 1 else "")
         network = self._network
         was_training = network.training
         network.eval()
+        bottom = frozen_bottom(network, self.entry, self.backend,
+                               self._data.images[:1].to(self.device).float().div(255.0))
         start, finished, last = time.perf_counter(), 0, 0.0
+        step = CHUNK * world_size
         for pipeline, store, todo in work:
-            for c in range(0, len(todo), CHUNK):
-                idx = torch.as_tensor(todo[c:c + CHUNK])
-                x = self._data.images[idx].to(self.device).float().div_(255.0)
-                for d in range(1 if pipeline == CLEAN else self.views):
-                    v = x if pipeline == CLEAN else torch.cat([
-                        self._pipelines[pipeline](x[j:j + 1], torch.Generator().manual_seed(
-                            _image_seed(self.seed, pipeline, d, int(i))))
-                        for j, i in enumerate(idx)])
-                    out = torch.cat([network.forward_bottom(v[i:i + self._batch_size],
-                                                            self.entry)
-                                     for i in range(0, len(v), self._batch_size)])
-                    out = out.to("cpu", _torch_dtype(store.dtype)).numpy()
-                    if pipeline == CLEAN:
-                        store.array[idx.numpy()] = out
-                    else:
-                        store.array[d, idx.numpy()] = out
-                    finished += len(idx)
-                store.mark(idx.tolist())
+            for c in range(0, len(todo), step):
+                chunk = todo[c:c + step]
+                mine = chunk[rank * CHUNK:(rank + 1) * CHUNK]
+                if mine:
+                    self._compute(bottom, pipeline, store, torch.as_tensor(mine))
+                    store.array.flush()
+                distributed.barrier()  # every rank's share of this round is on disk
+                if rank == 0:
+                    store.mark(chunk)
+                else:
+                    store.done.update(chunk)
+                finished += len(chunk) * (1 if pipeline == CLEAN else self.views)
                 now = time.perf_counter()
-                if now - last > 30 or finished == total:
+                if rank == 0 and (now - last > 30 or finished == total):
                     last = now
                     rate = finished / (now - start)
                     log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", finished,
                              total, rate, (total - finished) / rate)
         network.train(was_training)
+
+    def _compute(self, bottom: Callable[[torch.Tensor], torch.Tensor], pipeline: str,
+                 store: _Store, idx: torch.Tensor) -> None:
+        """Write the bottom outputs of images ``idx`` (every draw of ``pipeline``) to
+        ``store``."""
+        x = self._data.images[idx].to(self.device).float().div_(255.0)
+        for d in range(1 if pipeline == CLEAN else self.views):
+            v = x if pipeline == CLEAN else torch.cat([
+                self._pipelines[pipeline](x[j:j + 1], torch.Generator().manual_seed(
+                    _image_seed(self.seed, pipeline, d, int(i))))
+                for j, i in enumerate(idx)])
+            out = torch.cat([bottom(v[i:i + self._batch_size])
+                             for i in range(0, len(v), self._batch_size)])
+            out = out.to("cpu", _torch_dtype(store.dtype)).numpy()
+            if pipeline == CLEAN:
+                store.array[idx.numpy()] = out
+            else:
+                store.array[d, idx.numpy()] = out
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

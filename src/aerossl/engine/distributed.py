@@ -25,6 +25,13 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def cpu_threads() -> int:
+    """CPU threads for this process: the cores it may run on (its affinity), shared evenly
+    among the processes ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def is_distributed() -> bool:
     """Whether a process group with more than one rank is active."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -76,8 +76,7 @@ class Trainer(RunState):
     def __init__(self, cfg: Config, run_dir: Path | None = None, resume: bool = False) -> None:
         self.resume = resume
         t = cfg.train
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
+        torch.set_num_threads(t.num_threads or distributed.cpu_threads())
         self.device = distributed.local_device(resolve_device(t.device))
         if self.device.type == "cuda" and self.device.index is None:  # "cuda" == "cuda:N"
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -161,17 +160,19 @@ class Trainer(RunState):
         folder = (Path(cfg.bank.dir) if cfg.bank.dir else
                   Path(cfg.data.cache_dir or default_cache_dir()) / "banks")
         specs = {p: cfg.augment[p] for p in pipelines}
-        if not self.is_main:  # rank 0 fills the bank first; the others then map it
+        if not self.is_main:  # rank 0 creates the bank's files; the others then map them
             distributed.barrier()
         self.bank = ViewBank(self._network, self.entry, self.data, pipelines, specs,
                              cfg.bank.views, cfg.bank.seed, cfg.bank.dtype, folder, self.device,
-                             t.eval_batch_size)
-        s = self.data.split
+                             t.eval_batch_size, cfg.bank.backend)
         if self.is_main:
-            t0 = time.perf_counter()
-            self.bank.fill(np.union1d(s.labeled, s.unlabeled), np.arange(len(self.data.labels)))
-            self.bank_seconds += time.perf_counter() - t0
             distributed.barrier()
+        distributed.barrier()  # every rank has opened the files before rank 0 locks the folder
+        s = self.data.split
+        t0 = time.perf_counter()  # every rank computes its share (see ViewBank.fill)
+        self.bank.fill(np.union1d(s.labeled, s.unlabeled), np.arange(len(self.data.labels)),
+                       self.rank, self.world_size)
+        self.bank_seconds += time.perf_counter() - t0
         return BankBatchBuilder(self.bank, self.data, self.views, t.batch_size,
                                 t.batch_size * t.mu, cfg.seed, self.device, self.rank,
                                 self.world_size, cfg.bank.dihedral)
