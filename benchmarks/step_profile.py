@@ -4,6 +4,11 @@ Builds a run from a config (as ``aerossl train`` would), times ``--steps`` train
 ``--warmup`` steps, and reports per-step seconds of each phase and the share of wall time spent
 outside the model's forward and backward passes. Appends a row to a Markdown table.
 
+``--roofline`` adds what the step achieves against the hardware: the step's floating-point
+operations (forward and backward, counted by ``torch.utils.flop_counter`` on one step), the
+GFLOP/s that makes at the measured wall time, and the GFLOP/s of a plain fp32 matrix multiply
+(2048 x 2048, best of 10) at the same thread count on the same cores: the roofline.
+
     python benchmarks/step_profile.py ucmerced_fixmatch data.root=../shared/data/ucmerced
 """
 
@@ -29,7 +34,36 @@ HEADER = (
 )
 
 
-def profile(config: str, overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
+HEADER_ROOFLINE = (
+    "| date | config | overrides | threads | images/step | data s | model s | optim s | "
+    "wall s/step | outside model | GFLOP/step | GFLOP/s | matmul GFLOP/s | of roofline |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply GFLOP/s at the current thread count (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def step_flops(trainer: Trainer, step: int) -> float:
+    """Floating-point operations of one training step (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer._train_step(StepContext(step, trainer.cfg.train.steps))
+    return float(counter.get_total_flops())
+
+
+def profile(config: str, overrides: list[str], steps: int, warmup: int,
+            roofline: bool = False) -> dict[str, float]:
     """Seconds per step of each phase, measured on a throw-away run folder."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(find_config(config), [*overrides, f"output_dir={tmp}", "report=[]",
@@ -53,6 +87,9 @@ def profile(config: str, overrides: list[str], steps: int, warmup: int) -> dict[
         out = {k.split("/")[1]: v / steps for k, v in totals.items()}
         out.update(wall=wall, images=n, outside=1 - out["model"] / wall,
                    device=str(trainer.device))
+        if roofline:
+            out["gflop"] = step_flops(trainer, warmup + steps) / 1e9
+            out["matmul"] = matmul_gflops()
         return out
 
 
@@ -63,8 +100,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/step_profile.md")
+    p.add_argument("--roofline", action="store_true", help="count FLOPs, measure a matmul")
+    p.add_argument("--context", default="", help="what else ran meanwhile (roofline table)")
     args = p.parse_args()
-    r = profile(args.config, args.overrides, args.steps, args.warmup)
+    r = profile(args.config, args.overrides, args.steps, args.warmup, args.roofline)
+    if args.roofline:
+        write_roofline_row(args, r)
+        return
     row = (f"| {dt.date.today().isoformat()} | {args.config} | {' '.join(args.overrides)} | "
            f"{torch.get_num_threads()} | {r['device']} | {r['images']} | {r['data']:.4f} | "
            f"{r['model']:.4f} | {r['optim']:.4f} | {r['wall']:.4f} | {100 * r['outside']:.1f}% |\n")
@@ -77,6 +119,30 @@ def main() -> None:
     with out.open("a") as f:
         f.write(row)
     print(HEADER + row, end="")
+
+
+def write_roofline_row(args: argparse.Namespace, r: dict[str, float]) -> None:
+    """Append a row to the roofline table (created under its own heading)."""
+    achieved = r["gflop"] / r["wall"]
+    row = (f"| {dt.date.today().isoformat()} | {args.config} | {' '.join(args.overrides)} | "
+           f"{torch.get_num_threads()} | {r['images']} | {r['data']:.4f} | {r['model']:.4f} | "
+           f"{r['optim']:.4f} | {r['wall']:.4f} | {100 * r['outside']:.1f}% | "
+           f"{r['gflop']:.1f} | {achieved:.1f} | {r['matmul']:.1f} | "
+           f"{100 * achieved / r['matmul']:.0f}% |\n")
+    out = Path(args.out)
+    text = out.read_text() if out.exists() else "# Training step profile\n"
+    if HEADER_ROOFLINE not in text:
+        text += ("\n## Against the matmul roofline (CPU)\n\n"
+                 "`python benchmarks/step_profile.py CONFIG OVERRIDES --roofline`: GFLOP/step "
+                 "counts forward and backward (torch.utils.flop_counter: convolutions and "
+                 "matrix multiplies); GFLOP/s = GFLOP/step / wall s/step; matmul GFLOP/s: a "
+                 "2048 x 2048 fp32 matrix multiply on the same threads. "
+                 f"Machine: {os.cpu_count()} cores (AMD EPYC, no GPU).\n\n" + HEADER_ROOFLINE)
+    text += row
+    if args.context:
+        text += f"|  | *meanwhile: {args.context}* | | | | | | | | | | | | |\n"
+    out.write_text(text)
+    print(HEADER_ROOFLINE + row, end="")
 
 
 if __name__ == "__main__":

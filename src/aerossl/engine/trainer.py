@@ -376,6 +376,7 @@ class Trainer(RunState):
             "final_acc": result.score,
             "minutes": self.elapsed / 60,
             "bank_minutes": self.bank_seconds / 60,
+            "threads": torch.get_num_threads(),
             **self.extra_metrics,
         }
         if result.metric != "acc":  # final_acc / best_acc hold this metric
