@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import tempfile
 import time
@@ -53,11 +54,23 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding,
+                         _dilation, transposed, _output_padding, _groups, output_mask,
+                         out_shape=None) -> int:
+    """FLOPs of a convolution's backward: each of grad-input and grad-weight costs what the
+    forward did (``2 N prod(weight) prod(output spatial)``). torch's own formula ignores
+    ``groups`` and counts a depthwise convolution's backward as if it were dense."""
+    spatial = x_shape[2:] if transposed else grad_out_shape[2:]
+    once = 2 * grad_out_shape[0] * math.prod(w_shape) * math.prod(spatial)
+    return once * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def step_flops(trainer: Trainer, step: int) -> float:
     """Floating-point operations of one training step (forward and backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         trainer._train_step(StepContext(step, trainer.cfg.train.steps))
     return float(counter.get_total_flops())
 
@@ -135,7 +148,8 @@ def write_roofline_row(args: argparse.Namespace, r: dict[str, float]) -> None:
         text += ("\n## Against the matmul roofline (CPU)\n\n"
                  "`python benchmarks/step_profile.py CONFIG OVERRIDES --roofline`: GFLOP/step "
                  "counts forward and backward (torch.utils.flop_counter: convolutions and "
-                 "matrix multiplies); GFLOP/s = GFLOP/step / wall s/step; matmul GFLOP/s: a "
+                 "matrix multiplies; a convolution's backward counted with its groups);"
+                 " GFLOP/s = GFLOP/step / wall s/step; matmul GFLOP/s: a "
                  "2048 x 2048 fp32 matrix multiply on the same threads. "
                  f"Machine: {os.cpu_count()} cores (AMD EPYC, no GPU).\n\n" + HEADER_ROOFLINE)
     text += row

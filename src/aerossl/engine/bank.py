@@ -50,7 +50,7 @@ from aerossl.models.normalize import Normalized
 log = logging.getLogger("aerossl")
 
 CHUNK = 64  # images computed (and recorded as done) together
-BANK_FORMAT_VERSION = 1
+BANK_FORMAT_VERSION = 2  # 2: convolutions pad by themselves (outputs differ in rounding)
 CLEAN = "clean"  # the plain (un-augmented) images
 
 
