@@ -242,7 +242,7 @@ class BankConfig(_Section):
     dir: str | None = Field(None, description="bank folder (null: <image cache folder>/banks)")
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto", description="what computes the frozen units: auto (ONNX Runtime on a CPU when "
-        "installed, about 2.4x PyTorch's speed; else PyTorch), torch or onnxruntime"
+        "installed, 2.3-2.5x PyTorch eager; else PyTorch), torch or onnxruntime"
     )
 
 
