@@ -1,12 +1,12 @@
 """What computes the view bank's frozen bottom: PyTorch eager, or ONNX Runtime on a CPU.
 
-The bank pushes every banked draw through the frozen units once; on a CPU that was over a third of a
-pretrained run's time. ONNX Runtime runs the same units (exported from the loaded weights, in
-memory) 2.3 (one thread) to 2.5 (two) times as fast as PyTorch eager at 224 px on EfficientNet-Lite0
-(``benchmarks/results/bank_speed.md``), with outputs within 1e-4 of eager and bit-identical
-whatever the batch size or thread count, so a bank's content still does not depend on how it
-was filled. ``bank.backend`` picks (``auto``: ONNX Runtime on a CPU when it is installed); the
-backend's name and version are part of the bank's key.
+The bank pushes every banked draw through the frozen units once; on a CPU that was over a
+third of a pretrained run's time. ONNX Runtime runs the same units (exported from the loaded
+weights, in memory) 2.3 (one thread) to 2.5 (two) times as fast as PyTorch eager at 224 px on
+EfficientNet-Lite0 (``benchmarks/results/bank_speed.md``), with outputs within 1e-4 of eager
+and bit-identical whatever the batch size or thread count, so a bank's content still does not
+depend on how it was filled. ``bank.backend`` picks (``auto``: ONNX Runtime on a CPU when it is
+installed); the backend's name and version are part of the bank's key.
 """
 
 from __future__ import annotations
