@@ -18,10 +18,8 @@ Per-channel normalisation is part of the model; no other preprocessing is needed
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,13 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from aerossl.errors import CheckpointError, ConfigError
+from aerossl.models.onnx import OPSET, export_onnx
 from aerossl.runs import load_run_network
 
 FORMATS = ("onnx", "torchscript")
 INPUT_DTYPES = ("uint8", "float")
 CHECKPOINTS = ("last", "best")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 
@@ -66,13 +64,7 @@ def _export_onnx(model: nn.Module, example: Tensor, output: Path) -> None:
         raise ConfigError("ONNX export needs the onnx package: pip install aerossl[export]"
                           ) from None
     tmp = output.with_name(output.name + ".tmp")
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+    export_onnx(model, example, str(tmp), INPUT_NAME, OUTPUT_NAME)
     try:
         onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     except Exception:

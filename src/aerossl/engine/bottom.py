@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from collections.abc import Callable
-from contextlib import redirect_stdout
 
 import torch
 from torch import Tensor, nn
 
 from aerossl.errors import ConfigError
 from aerossl.models.normalize import Normalized
+from aerossl.models.onnx import export_onnx
 
 log = logging.getLogger("aerossl")
-
-ONNX_OPSET = 17
-
 
 class _Bottom(nn.Module):
     """``network.forward_bottom(x, entry)`` as a module (what is exported)."""
@@ -77,11 +73,8 @@ def frozen_bottom(network: Normalized, entry: int, name: str,
     was_training = network.training
     network.eval()
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
-        torch.onnx.export(_Bottom(network, entry), (example[:1].float(),), buffer, dynamo=False,
-                          opset_version=ONNX_OPSET, input_names=["x"], output_names=["h"],
-                          dynamic_axes={"x": {0: "batch"}, "h": {0: "batch"}})
+    with torch.no_grad():
+        export_onnx(_Bottom(network, entry), example[:1].float(), buffer, "x", "h")
     network.train(was_training)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
