@@ -2,7 +2,7 @@
 
 The hidden UC Merced labels stand in for the person who labels. Per seed: a run trained on
 ``--start-per-class`` labels per class (round 0); then ``--rounds`` rounds each add
-``--add / --rounds`` labels, chosen by the acquisition rule of :mod:`aerossl.suggest` from the
+``--add / --rounds`` labels, chosen by the acquisition rule of :mod:`aerossl.runs.suggest` from the
 previous round's run, or at random from the same pool; each round trains a new run from
 scratch on the grown labelled set (same base config, method, steps and test split), and its
 test accuracy is recorded. Both strategies share round 0.
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import aerossl
-from aerossl.suggest import suggest_labels
+from aerossl.runs.suggest import suggest_labels
 
 
 def split_names(path: Path) -> list[str]:
@@ -57,7 +57,7 @@ def train(cfg: dict, name: str, labeled: Path | None, test: Path | None
 def random_pick(run_dir: Path, k: int, seed: int, out: Path) -> Path:
     """``labeled.txt`` with ``k`` random images of the run's unlabelled pool added."""
     from aerossl.engine.data import read_dataset
-    from aerossl.engine.trainer import load_run_config
+    from aerossl.runs.loader import load_run_config
 
     dataset, _ = read_dataset(load_run_config(run_dir).data)
     labeled = split_names(run_dir / "split" / "labeled.txt")

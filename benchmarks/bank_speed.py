@@ -158,7 +158,7 @@ def bank_config(root: Path, work: Path, backend: str, threads: int | None, tag: 
 
 DRIVER = """
 import json, sys
-from aerossl.config import config_from_dict
+from aerossl.validate import config_from_dict
 from aerossl.engine import distributed
 from aerossl.engine.trainer import Trainer
 trainer = Trainer(config_from_dict(json.loads(sys.argv[1])))

@@ -54,7 +54,7 @@ def base_spec(spec: str) -> str:
 
 def main() -> int:
     from aerossl.models import model_names
-    from aerossl.pipeline import run_stage
+    from aerossl.pipelines.stages import run_stage
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/eurosat_ms"))

@@ -94,8 +94,8 @@ def map_one(run: Path, scene: Path, tile_size: int, batch_size: int) -> dict:
     """Map one scene in this process; what it measured."""
     import torch
 
-    from aerossl.engine.trainer import load_run_network
-    from aerossl.mapping import map_scene
+    from aerossl.runs.loader import load_run_network
+    from aerossl.runs.mapping import map_scene
 
     load_run_network(run)  # imports and first model load, as the map's own
     torch.set_num_threads(1)

@@ -42,12 +42,12 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
 
     from aerossl.algorithms.base import Features
-    from aerossl.config import load_config
     from aerossl.engine.data import load_data
     from aerossl.engine.evaluate import predict
     from aerossl.models import create_model
     from aerossl.models.normalize import Normalized
     from aerossl.models.pretrained import load_pretrained, pretrained_source
+    from aerossl.validate import load_config
 
     torch.set_num_threads(args.threads)
     cfg = load_config(None, [f"data.root={args.data}", f"data.image_size={args.image_size}",

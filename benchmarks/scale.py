@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aerossl.config import config_from_dict
 from aerossl.data import load_or_build_cache, scan_folder
 from aerossl.engine.trainer import Trainer
+from aerossl.validate import config_from_dict
 
 JPEG_BYTES = 3000  # generous size of one 64x64 JPEG of a texture, for the disk check
 

@@ -26,8 +26,8 @@ import torch
 
 from aerossl.algorithms import StepContext
 from aerossl.api import find_config
-from aerossl.config import load_config
 from aerossl.engine.trainer import Trainer
+from aerossl.validate import load_config
 
 HEADER = (
     "| date | config | overrides | threads | device | images/step | data s | model s | "

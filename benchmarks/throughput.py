@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from aerossl.algorithms import StepContext
-from aerossl.config import config_from_dict
-from aerossl.engine.trainer import Trainer, build_optimizer
+from aerossl.engine.optim import build_optimizer
+from aerossl.engine.trainer import Trainer
 from aerossl.models import create_model
+from aerossl.validate import config_from_dict
 
 # ------------------------------------------------------------------ the conventional pipeline
 # FixMatch reference augmentation (RandAugmentMC with fixmatch_augment_pool), per PIL image.

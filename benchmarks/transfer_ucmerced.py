@@ -41,7 +41,8 @@ def probes(run_dir: Path, scratch: Path) -> tuple[float, float]:
     """Linear probes (default settings) of ``run_dir``'s final encoder and of the same encoder
     at its random initialisation (same seed), on the run's labelled and test images."""
     from aerossl.algorithms.simclr import linear_probe
-    from aerossl.engine.trainer import Trainer, load_run_config, load_run_network
+    from aerossl.engine.trainer import Trainer
+    from aerossl.runs.loader import load_run_config, load_run_network
 
     cfg = load_run_config(run_dir)
     untrained = Trainer(cfg.model_copy(update={"output_dir": str(scratch)}))
@@ -146,7 +147,7 @@ def forgetting(args: argparse.Namespace, out: Path, source: Path, target: Path,
                source_classes: list[str], target_classes: list[str]) -> int:
     """LwF vs plain fine-tuning vs a frozen backbone: the source classes are the old task,
     the target classes the new one; old-task accuracy on the source's test half."""
-    from aerossl.old_task import old_task_accuracy
+    from aerossl.pipelines.old_task import old_task_accuracy
 
     base = {"seed": args.seed,
             "data": {"root": str(target), "image_size": 32, "labels_per_class": 4},

@@ -36,7 +36,7 @@ def shipped_methods() -> list[str]:
     """Methods with a shipped ``ucmerced_<method>`` config that needs nothing but the images
     (``ucmerced_metadata`` needs a metadata file: see ``benchmarks/metadata_ucmerced.py``)."""
     from aerossl.api import find_config, shipped_configs
-    from aerossl.config import load_config
+    from aerossl.validate import load_config
 
     names = [c.removeprefix("ucmerced_") for c in shipped_configs() if c.startswith("ucmerced_")
              and load_config(find_config(c)).data.metadata == "none"]

@@ -43,7 +43,7 @@ def _install_pause() -> None:
     nth = int(os.environ.get("FAULT_PAUSE_NTH", "1"))
     name = os.environ.get("FAULT_PAUSE_NAME", "last.pt")
     marker = Path(os.environ["FAULT_MARKER"])
-    from aerossl import checkpoint
+    from aerossl.engine import checkpoint
 
     seen = 0
 

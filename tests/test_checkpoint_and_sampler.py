@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from aerossl import checkpoint as ckpt
 from aerossl.data.sampler import IndexStream
+from aerossl.engine import checkpoint as ckpt
 from aerossl.errors import CheckpointError
 
 

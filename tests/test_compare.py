@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 import pytest
 
 import aerossl
-from aerossl.compare import accuracy_curve, add_parser, compare_runs, write_comparison
+from aerossl.cli import build_parser
 from aerossl.data import demo_dataset_path
 from aerossl.errors import CheckpointError
+from aerossl.runs.compare import accuracy_curve, compare_runs, write_comparison
 
 
 def small_config(root: Path, out: Path, algorithm: str) -> dict:
@@ -53,8 +53,7 @@ def test_table_rows_and_plot(runs: list[Path], tmp_path: Path) -> None:
 
 def test_cli_and_bad_folders(runs: list[Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["compare", *map(str, runs), "--plot", str(tmp_path / "c.png")])
     assert args.func(args) == 0
     out = capsys.readouterr().out

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import aerossl
-from aerossl.config import apply_overrides, load_config
+from aerossl.config import apply_overrides
 from aerossl.errors import ConfigError
+from aerossl.validate import load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

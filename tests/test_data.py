@@ -24,7 +24,7 @@ from aerossl.data import (
     write_split,
 )
 from aerossl.data import cache as cache_mod
-from aerossl.data import decode as decode_mod
+from aerossl.data.dataset import task_of
 from aerossl.errors import ConfigError, DataError
 
 UCMERCED = Path(__file__).resolve().parents[2] / "shared/data/ucmerced"
@@ -137,7 +137,7 @@ def test_cache_builds_then_reuses_without_decoding(image_folder, tmp_path, monke
     def boom(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(decode_mod, "read_image", boom)
+    monkeypatch.setattr(cache_mod, "read_image", boom)
     with caplog.at_level(logging.INFO, logger="aerossl"):
         again = load_or_build_cache(scan_folder(image_folder), 24, cache_dir=cache_dir, verify=True)
     assert np.array_equal(np.asarray(again), np.asarray(arr))
@@ -378,14 +378,8 @@ def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_fol
     is the default of data.task=auto and the run folder records its root."""
     import aerossl
     from aerossl.config import DataConfig
-    from aerossl.data.folder import FolderDataset
-    from aerossl.data.formats import (
-        FORMATS,
-        DataFormat,
-        read_dataset,
-        recorded_root,
-        register_format,
-    )
+    from aerossl.data.dataset import read_dataset, recorded_root
+    from aerossl.data.formats import FORMATS, DataFormat, FolderDataset, register_format
 
     flat = tmp_path / "flat"
     make_image_folder(tmp_path / "src", {"cat": 2, "dog": 3})
@@ -409,7 +403,7 @@ def test_a_registered_format_is_read_by_its_layout_name(tmp_path, make_image_fol
 
     try:
         cfg = DataConfig(root=str(flat), layout="_test_flat")
-        assert cfg.resolved_task() == "multiclass"
+        assert task_of(cfg) == "multiclass"
         dataset, source = read_dataset(cfg)
         assert source == flat and dataset.classes == ["cat", "dog"]
         assert dataset.labels.tolist() == [0, 0, 1, 1, 1]

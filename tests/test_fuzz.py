@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 
 from aerossl.algorithms import algorithm_names, get_algorithm
 from aerossl.augment.base import AUGMENTATIONS
-from aerossl.config import Config, apply_overrides, load_config
+from aerossl.config import Config, apply_overrides
 from aerossl.data.folder import scan_folder
 from aerossl.data.splits import split_from_files
 from aerossl.errors import ConfigError, DataError
 from aerossl.models.registry import model_names, model_params
+from aerossl.validate import load_config
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

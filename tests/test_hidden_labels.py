@@ -17,9 +17,10 @@ from conftest import DEMO_CLASSES, read_metrics
 
 import aerossl
 from aerossl.algorithms import Batch, algorithm_names
-from aerossl.config import CONTRASTIVE, STRONG, WEAK, config_from_dict
+from aerossl.config import CONTRASTIVE, STRONG, WEAK
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
+from aerossl.validate import config_from_dict
 
 #: values the engine computes from the hidden labels (for the log only)
 HIDDEN_SCORES = ("pseudo_acc", "pseudo_acc_all", "pseudo_precision_pos", "pseudo_precision_neg",

@@ -14,9 +14,10 @@ from aerossl.algorithms import StepContext, get_algorithm
 from aerossl.algorithms.base import Batch
 from aerossl.algorithms.lwf import lwf_loss
 from aerossl.cli import main
-from aerossl.engine.trainer import Trainer, load_run_network
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
-from aerossl.old_task import old_task_accuracy, old_task_network
+from aerossl.pipelines.old_task import old_task_accuracy, old_task_network
+from aerossl.runs.loader import load_run_network
 
 
 def test_lwf_loss_matches_a_hand_computation() -> None:
@@ -58,7 +59,7 @@ def test_lwf_step_is_new_ce_plus_weighted_distillation(source_and_target) -> Non
     cfg = small_config(target, base / "runs", "lwf", algorithm__source=str(source),
                        algorithm__old_weight=0.5, algorithm__temperature=3.0,
                        model__init=str(source))
-    trainer = Trainer(aerossl.config.config_from_dict(cfg))
+    trainer = Trainer(aerossl.validate.config_from_dict(cfg))
     algo = trainer.algorithm
     assert algo.old_classes == DEMO_CLASSES[:3] and algo.model.head.out_features == 2
     source_net, _ = load_run_network(source)
@@ -113,6 +114,6 @@ def test_lwf_refuses_a_network_not_started_from_the_source(source_and_target) ->
     source, target, base = source_and_target
     cfg = small_config(target, base / "runs", "lwf", algorithm__source=str(source))
     with pytest.raises(ConfigError, match="does not start from .*set model.init"):
-        Trainer(aerossl.config.config_from_dict(cfg))
+        Trainer(aerossl.validate.config_from_dict(cfg))
     with pytest.raises(ConfigError, match="algorithm.source: 'lwf' needs"):
-        Trainer(aerossl.config.config_from_dict(small_config(target, base / "runs", "lwf")))
+        Trainer(aerossl.validate.config_from_dict(small_config(target, base / "runs", "lwf")))

@@ -18,11 +18,11 @@ from pyproj import Transformer
 import aerossl
 from aerossl import cli
 from aerossl.data import demo_dataset_path
-from aerossl.data.decode import read_image
-from aerossl.engine.trainer import load_run_network
+from aerossl.data.reader import read_image
 from aerossl.errors import DataError
-from aerossl.mapping import NODATA_CLASS, TileGrid, open_scene
-from aerossl.mapping.scene import band_reader
+from aerossl.runs.loader import load_run_network
+from aerossl.runs.mapping import NODATA_CLASS, TileGrid, open_scene
+from aerossl.runs.mapping.scene import band_reader
 
 EPSG = 32611  # UTM 11N (Merced, California)
 ORIGIN = (710000.0, 4130000.0)
@@ -140,7 +140,7 @@ def test_map_of_mosaic_has_run_predictions_at_positions_and_georeference(
 
 
 def test_large_map_is_a_cog_with_internal_overviews(tmp_path: Path) -> None:
-    from aerossl.mapping import outputs
+    from aerossl.runs.mapping import outputs
 
     classes = (np.arange(700 * 600) % 5).astype(np.uint8).reshape(700, 600)
     gt = (ORIGIN[0], 19.2, 0.0, ORIGIN[1], 0.0, -19.2)
@@ -225,7 +225,7 @@ def test_16_bit_sentinel2_scene_takes_its_rgb_bands_with_a_stated_stretch(
 
 def test_nothing_is_written_when_an_output_fails(run_dir: Path, mosaic: tuple, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from aerossl.mapping import outputs
+    from aerossl.runs.mapping import outputs
 
     path = write_scene(tmp_path / "mosaic.tif", mosaic[0])
 

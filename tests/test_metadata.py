@@ -19,8 +19,7 @@ from torch import nn
 
 import aerossl
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-from aerossl.algorithms.spatiotemporal import SELECTORS, SelectorName
-from aerossl.config import load_config
+from aerossl.algorithms.selectors import SELECTORS, SelectorName
 from aerossl.data import scan_folder
 from aerossl.data.metadata import (
     Location,
@@ -28,8 +27,10 @@ from aerossl.data.metadata import (
     encode_metadata,
     read_metadata_csv,
 )
-from aerossl.engine.trainer import Trainer, load_run_network
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError, DataError
+from aerossl.runs.loader import load_run_network
+from aerossl.validate import load_config
 
 FILES = ["forest/a.jpg", "forest/b.jpg", "river/c.jpg"]
 
@@ -237,6 +238,9 @@ def test_spatiotemporal_student_ignores_metadata_and_is_the_evaluated_model() ->
                                           r"'flexmatch' or 'freematch' \(got 'flex'\)"):
         load_config(algorithm={"name": "spatiotemporal", "selector": "flex"})
     assert set(get_args(SelectorName)) == set(SELECTORS)
+    # the metadata teacher takes the selectors that need nothing but the weak predictions
+    assert set(get_args(cls.Params.model_fields["selector"].annotation)) == {
+        "fixed", "flexmatch", "freematch"}
 
 
 def logit_net() -> Linear:

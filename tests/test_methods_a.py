@@ -9,8 +9,15 @@ import torch
 from conftest import FixedLogits
 from torch import nn
 
-from aerossl.algorithms import Batch, StepContext, get_algorithm, mix_batch, sigmoid_rampup
-from aerossl.algorithms.uda import sharpen, tsa_threshold
+from aerossl.algorithms import (
+    Batch,
+    StepContext,
+    get_algorithm,
+    sigmoid_rampup,
+)
+from aerossl.algorithms.mixing import mix_batch
+from aerossl.algorithms.targets import sharpen
+from aerossl.algorithms.uda import tsa_threshold
 from aerossl.algorithms.utils import frozen_bn_stats, ramped_weight
 from aerossl.algorithms.vat import adversarial_direction, l2_normalize
 from aerossl.engine.pseudo_stats import pseudo_label_log
@@ -82,14 +89,31 @@ def test_distribution_alignment_by_hand() -> None:
     aligned = algo.align(probs)
     mean = [(0.6 + 0.2) / 2, (0.3 + 0.2) / 2, (0.1 + 0.6) / 2]
     running = [0.5 / 3 + 0.5 * m for m in mean]
-    assert algo.da_model_mean.tolist() == pytest.approx(running)
+    assert algo.aligner.model_mean.tolist() == pytest.approx(running)
     for row, out in zip(probs.tolist(), aligned.tolist(), strict=True):
         raw = [p / r for p, r in zip(row, running, strict=True)]
         assert out == pytest.approx([v / sum(raw) for v in raw], rel=1e-6)
     algo.eval()
     algo.align(probs)
-    assert algo.da_model_mean.tolist() == pytest.approx(running)  # no update outside training
+    assert algo.aligner.model_mean.tolist() == pytest.approx(running)  # no update outside training
 
+
+
+def test_options_are_components_chosen_by_the_parameters() -> None:
+    on = make("pseudo_label", FixedLogits({}), dist_align=True, entropy_weight=0.3,
+              labeled_mix="cutmix")
+    off = make("pseudo_label", FixedLogits({}))
+    assert type(on.aligner).__name__ == "DistributionAlignment"
+    assert type(off.aligner).__name__ == "NoAlignment"
+    assert (on.mixer.mode, off.mixer.mode) == ("cutmix", "none")
+    assert (on.entropy_min.weight, off.entropy_min.weight) == (0.3, 0.0)
+    assert "aligner.model_mean" in on.state_dict() and "aligner.model_mean" not in off.state_dict()
+    # a checkpoint written before the options were components still loads
+    state = dict(on.state_dict())
+    state["da_model_mean"] = torch.tensor([0.2, 0.3, 0.5])
+    del state["aligner.model_mean"]
+    on.load_state_dict(state)
+    assert on.aligner.model_mean.tolist() == pytest.approx([0.2, 0.3, 0.5])
 
 def test_entropy_loss_by_hand() -> None:
     algo = make("vat", FixedLogits({}), entropy_weight=0.5)

@@ -58,7 +58,7 @@ def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, method
 
 def test_mean_teacher_resume_restores_the_teacher_exactly(five_classes: Path,
                                                          tmp_path: Path) -> None:
-    cfg = aerossl.config.config_from_dict(small_config(five_classes, tmp_path, "mean_teacher",
+    cfg = aerossl.validate.config_from_dict(small_config(five_classes, tmp_path, "mean_teacher",
                                                        algorithm__rampup_fraction=0.2))
     full = Trainer(cfg, tmp_path / "full").fit()
     stopped = Trainer(cfg, tmp_path / "stopped")

@@ -11,18 +11,19 @@ from conftest import FixedLogits
 from torch import nn
 
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-from aerossl.algorithms.base import mixup
 from aerossl.algorithms.ccssl import positive_weights
 from aerossl.algorithms.contrastive import contrastive_loss, nt_xent
 from aerossl.algorithms.flexmatch import convex_threshold, learning_effect
 from aerossl.algorithms.freematch import fairness_loss
-from aerossl.algorithms.mixmatch import interleave, sharpen
+from aerossl.algorithms.mixing import mixup
+from aerossl.algorithms.mixmatch import interleave
+from aerossl.algorithms.targets import sharpen
 from aerossl.augment import build_pipeline
-from aerossl.config import config_from_dict
 from aerossl.engine.pseudo_stats import pseudo_label_log
 from aerossl.errors import ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+from aerossl.validate import config_from_dict
 
 
 def image(*values: float) -> torch.Tensor:
@@ -366,7 +367,7 @@ def test_weak_strong_logits_with_contrast_views_returns_their_features() -> None
 
 
 def test_one_ema_update_for_the_evaluated_weights_and_the_mean_teacher() -> None:
-    from aerossl.ema import EMA, ema_update
+    from aerossl.models.ema import EMA, ema_update
 
     avg, model = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
     with torch.no_grad():

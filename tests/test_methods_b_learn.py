@@ -11,9 +11,8 @@ import torch
 from conftest import read_metrics, small_config
 
 import aerossl
-from aerossl.api import CONFIG_DIR
 from aerossl.cli import main
-from aerossl.config import STRONG, WEAK
+from aerossl.config import CONFIG_DIR, STRONG, WEAK
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
 
@@ -54,7 +53,7 @@ def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, algori
 
 def test_flexmatch_resume_is_exact_including_its_buffers(five_classes: Path,
                                                          tmp_path: Path) -> None:
-    cfg = aerossl.config.config_from_dict(small_config(five_classes, tmp_path, "flexmatch",
+    cfg = aerossl.validate.config_from_dict(small_config(five_classes, tmp_path, "flexmatch",
                                                        algorithm__threshold=0.6))
     full = Trainer(cfg, tmp_path / "full").fit()
     stopped = Trainer(cfg, tmp_path / "stopped")

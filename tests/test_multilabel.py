@@ -20,8 +20,9 @@ from aerossl.algorithms.multilabel_fixmatch import (
     multilabel_pseudo_labels,
 )
 from aerossl.cli import main
-from aerossl.config import DataConfig, config_from_dict
+from aerossl.config import DataConfig
 from aerossl.data import demo_dataset_path, read_image
+from aerossl.data.dataset import task_of
 from aerossl.data.multilabel import (
     MultiLabelDataset,
     demo_multilabel_manifest,
@@ -30,9 +31,11 @@ from aerossl.data.multilabel import (
 )
 from aerossl.engine.data import load_data
 from aerossl.engine.pseudo_stats import multilabel_pseudo_label_stats, pseudo_label_log
-from aerossl.engine.trainer import Trainer, load_run_network
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError, DataError
+from aerossl.runs.loader import load_run_network
 from aerossl.tasks import average_precision, get_task, multilabel_metrics
+from aerossl.validate import config_from_dict
 
 # ------------------------------------------------------------------ pseudo-labels and the loss
 
@@ -121,8 +124,8 @@ def test_single_label_algorithms_refuse_multilabel_data() -> None:
     with pytest.raises(ConfigError, match="neg_threshold"):
         config_from_dict({"data": {"root": "x.csv"}, "algorithm": {
             "name": "multilabel_fixmatch", "pos_threshold": 0.3, "neg_threshold": 0.4}})
-    assert config_from_dict({"data": {"root": "demo", "task": "multilabel"},
-                             "algorithm": {"name": "supervised"}}).data.resolved_task() == \
+    assert task_of(config_from_dict({"data": {"root": "demo", "task": "multilabel"},
+                                     "algorithm": {"name": "supervised"}}).data) == \
         "multilabel"
 
 
@@ -422,7 +425,7 @@ def test_shipped_multilabel_config_runs_from_the_package(
     assert "demo_multilabel" in aerossl.shipped_configs()
     baseline = aerossl.load_config(aerossl.find_config("demo_multilabel"),
                                    ["algorithm.name=supervised"])  # as its comment says
-    assert baseline.data.resolved_task() == "multilabel"
+    assert task_of(baseline.data) == "multilabel"
     code = main(["train", "demo_multilabel", f"output_dir={tmp_path}", "train.steps=4",
                  "train.eval_every=4", "train.batch_size=8", "train.mu=1", "train.progress=false",
                  "model.widths=[8,16,16]", "report=[]", "train.tensorboard=false"])

@@ -15,7 +15,6 @@ from pyproj import Transformer
 
 import aerossl
 from aerossl.augment.randaugment import RANDAUGMENT_OPS, RandAugment
-from aerossl.config import config_from_dict
 from aerossl.data import load_or_build_cache, read_image, scan_folder
 from aerossl.data.bigearthnet import (
     BIGEARTHNET_BANDS,
@@ -26,8 +25,10 @@ from aerossl.data.bigearthnet import (
 )
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
 from aerossl.data.raster import SENTINEL2_BANDS, geotiff_location, read_raster
-from aerossl.engine.trainer import Trainer, load_run_network
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import DataError
+from aerossl.runs.loader import load_run_network
+from aerossl.validate import config_from_dict
 
 
 def s2_cube(seed: int, size: int = 16, shift: int = 0) -> np.ndarray:
@@ -72,7 +73,7 @@ def test_training_and_prediction_place_a_rotated_geotiff_as_gdal_does(tmp_path: 
     GeoTIFF specification forbids), the tiepoint and scale, as GDAL and QGIS do."""
     from aerossl.data.metadata import collect_metadata
     from aerossl.data.raster import georeference
-    from aerossl.predict import geotiff_center, to_lat_lon
+    from aerossl.runs.predict import geotiff_center, to_lat_lon
 
     cube = s2_cube(0, size=64)
     # a 20 m grid rotated by 90 degrees, far from the tiepoint's 10 m grid at (500000, 5000000)
@@ -272,14 +273,15 @@ def test_fixmatch_trains_on_13_bands_and_a_band_subset(tmp_path: Path, bands: li
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
     assert 0.0 <= result.final_acc <= 1.0
     # prediction reads new files with the run's bands and recorded scaling
-    from aerossl.predict import predict_paths
+    from aerossl.runs.predict import predict_paths
 
     pred = predict_paths(result.run_dir, [root / "water"], tmp_path / "pred.csv", progress=False,
                          workers=1)
     assert pred.num_predicted == 10 and not pred.unreadable, pred.unreadable
     assert pred.num_georeferenced == 10  # the GeoTIFFs are located
     # a resumed run reads with the recorded scaling: the same cached images
-    from aerossl.engine.trainer import Trainer, load_run_config
+    from aerossl.engine.trainer import Trainer
+    from aerossl.runs.loader import load_run_config
 
     again = Trainer(load_run_config(result.run_dir), result.run_dir, resume=True)
     assert again.data.bands == BandSpec(13, tuple(SENTINEL2_BANDS),

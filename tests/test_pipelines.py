@@ -22,10 +22,12 @@ from aerossl.augment import build_pipeline
 from aerossl.augment.contrastive import ColorJitter, GaussianBlur, RandomGrayscale, ResizedCrop
 from aerossl.augment.functional import grey
 from aerossl.cli import main
-from aerossl.config import CONTRASTIVE, STRONG, WEAK, config_from_dict
-from aerossl.engine.trainer import Trainer, load_run_config, load_run_network
+from aerossl.config import CONTRASTIVE, STRONG, WEAK
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
-from aerossl.pipeline import run_stage, with_contrastive_views
+from aerossl.pipelines.stages import run_stage, with_contrastive_views
+from aerossl.runs.loader import load_run_config, load_run_network
+from aerossl.validate import config_from_dict
 
 # SimCLR on 32 px images: mild colour jitter (colour is a strong cue of aerial scene classes)
 CONTRASTIVE_32PX = [
@@ -250,7 +252,7 @@ def test_teacher_errors_are_clear(five_classes: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["simclr_pipeline", "noisy_student_pipeline"])
 def test_example_pipelines_are_valid(name: str) -> None:
-    from aerossl.pipeline import stage_configs
+    from aerossl.pipelines.stages import stage_configs
 
     path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml"
     stages = stage_configs(path)

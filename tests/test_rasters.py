@@ -18,10 +18,10 @@ from PIL import Image
 
 import aerossl
 from aerossl.data import demo_dataset_path
-from aerossl.data.decode import read_image
 from aerossl.data.raster import measure_gsd, open_raster, read_raster
+from aerossl.data.reader import read_image
 from aerossl.errors import DataError
-from aerossl.mapping import NODATA_CLASS
+from aerossl.runs.mapping import NODATA_CLASS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMPLES = SHARED / "geotiff_samples"

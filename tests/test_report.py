@@ -12,12 +12,12 @@ import matplotlib
 import pytest
 
 from aerossl.algorithms.fixmatch import FixMatch
-from aerossl.config import config_from_dict
 from aerossl.data import demo_dataset_path
 from aerossl.engine.logger import MetricLogger
 from aerossl.engine.report import write_report
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import CheckpointError
+from aerossl.validate import config_from_dict
 
 CLASSES = ["airplane", "beach", "dense_<residential>&co"]  # a class name that is HTML
 NAME = "<b>not html</b>"  # the run's name, shown in the config section

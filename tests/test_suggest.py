@@ -16,7 +16,7 @@ from aerossl import cli
 from aerossl.augment import build_pipeline
 from aerossl.data.splits import read_split_files
 from aerossl.errors import AerosslError, DataError
-from aerossl.suggest import Scores, accept_labels, score_images, select, unit_features
+from aerossl.runs.suggest import Scores, accept_labels, score_images, select, unit_features
 
 
 def scores(probs: list[list[float]], features: list[list[float]], u: list[float]) -> Scores:
@@ -101,7 +101,7 @@ def test_suggestions_are_pool_images_and_a_new_run_trains_on_them(
     assert (tmp_path / "s" / "suggestions.html").read_text().count("<figure>") == 12
     assert split_names(res.files["split"]) == labeled + names
     # a new run picks them up (same test set)
-    cfg = aerossl.config.load_config(run_dir / "config.yaml").to_dict()
+    cfg = aerossl.validate.load_config(run_dir / "config.yaml").to_dict()
     cfg["data"].update(labeled_names_file=str(res.files["split"]),
                        test_names_file=str(run_dir / "split" / "test.txt"), mean=None, std=None)
     cfg["train"]["steps"] = 1
@@ -151,7 +151,7 @@ def test_accept_keeps_labelled_rows_and_checks_them_against_the_dataset(
     with pytest.raises(DataError, match="not a class of the run.*forest"):
         accept_labels(run_dir, path)
     # the written split file is a valid one for the dataset
-    dataset, _ = aerossl.engine.data.read_dataset(aerossl.engine.trainer.load_run_config(
+    dataset, _ = aerossl.engine.data.read_dataset(aerossl.runs.loader.load_run_config(
         run_dir).data)
     labeled_idx, _ = read_split_files(dataset, split, None)
     assert len(labeled_idx) == len(labeled) + 2

@@ -13,12 +13,12 @@ import yaml
 from conftest import small_config
 
 import aerossl
-from aerossl import pipeline
 from aerossl.cli import main
-from aerossl.config import config_from_dict
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
-from aerossl.label_sweep import parse_budget
+from aerossl.pipelines import stages as pipeline
+from aerossl.pipelines.sweep import parse_budget
+from aerossl.validate import config_from_dict
 
 
 def _labeled(run_dir: Path) -> list[str]:

@@ -14,10 +14,11 @@ from torch import nn
 
 import aerossl
 from aerossl.algorithms import Batch, StepContext, get_algorithm
-from aerossl.algorithms import base as algorithms_base
-from aerossl.config import config_from_dict
-from aerossl.engine.ema import EMA
-from aerossl.engine.trainer import Trainer, param_groups
+from aerossl.algorithms import mixing as algorithms_mixing
+from aerossl.engine.optim import param_groups
+from aerossl.engine.trainer import Trainer
+from aerossl.models.ema import EMA
+from aerossl.validate import config_from_dict
 
 # ------------------------------------------------------------------ learning-rate schedule
 
@@ -134,14 +135,14 @@ def test_labeled_mix_mixes_the_labelled_batch_of_every_engine_step(
     five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    mix = algorithms_base.mix_batch
+    mix = algorithms_mixing.mix_batch
 
     def spy(x, targets, mode_, alpha):
         mixed, soft = mix(x, targets, mode_, alpha)
         calls.append((x.detach().clone(), targets.clone(), soft.clone()))
         return mixed, soft
 
-    monkeypatch.setattr(algorithms_base, "mix_batch", spy)
+    monkeypatch.setattr(algorithms_mixing, "mix_batch", spy)
     runs = {}
     for mixing in ("none", mode):
         cfg = config_from_dict(small_config(

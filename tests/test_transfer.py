@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import aerossl
-from aerossl.config import config_from_dict
-from aerossl.engine.trainer import Trainer, load_run_network
+from aerossl.engine.trainer import Trainer
 from aerossl.engine.transfer import adapt_in_channels, load_init, read_weights
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+from aerossl.runs.loader import load_run_network
+from aerossl.validate import config_from_dict
 
 
 def network(num_classes: int = 5, channels: int = 3, widths=(16, 32, 64)) -> Normalized:

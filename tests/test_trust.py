@@ -18,14 +18,14 @@ import pytest
 import torch
 
 import aerossl
-from aerossl import checkpoint as checkpoint_module
 from aerossl.algorithms.fixmatch import FixMatch
-from aerossl.config import config_from_dict
+from aerossl.engine import checkpoint as checkpoint_module
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import AerosslError, CheckpointError
+from aerossl.validate import config_from_dict
 
 
 def small_config(root: Path, out: Path, **train) -> aerossl.Config:
@@ -283,7 +283,7 @@ READ_ONLY_CHECK = """
 import json, os, sys
 from pathlib import Path
 import aerossl
-from aerossl.config import config_from_dict
+from aerossl.validate import config_from_dict
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import CheckpointError
 run, cfg = Path(sys.argv[1]), config_from_dict(json.loads(sys.argv[2]))

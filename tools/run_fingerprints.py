@@ -10,7 +10,8 @@ Run it on the code before and after a change and compare:
     python tools/run_fingerprints.py --compare before.json after.json
 
 ``--drop-key NAME`` leaves an algorithm state entry out of the digest (one a change removed on
-purpose). Takes about 1.5 min of one CPU core for all runs.
+purpose); ``--rename-key OLD=NEW`` digests an entry a change renamed on purpose under its new
+name (run on the code before the change). Takes about 1.5 min of one CPU core for all runs.
 """
 
 from __future__ import annotations
@@ -93,17 +94,18 @@ def runs(work: Path) -> dict[str, dict]:
     }
 
 
-def digest(tensors: dict, drop: set[str]) -> str:
+def digest(tensors: dict, drop: set[str], rename: dict[str, str] | None = None) -> str:
     h = hashlib.sha256()
+    tensors = {(rename or {}).get(k, k): v for k, v in tensors.items()}
     for key in sorted(set(tensors) - drop):
         h.update(key.encode())
         h.update(tensors[key].cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def fingerprint(names: list[str], drop: set[str]) -> dict[str, dict]:
+def fingerprint(names: list[str], drop: set[str], rename: dict[str, str]) -> dict[str, dict]:
     import aerossl
-    from aerossl.engine.checkpoint import load_checkpoint  # also before aerossl.checkpoint
+    from aerossl.engine.checkpoint import load_checkpoint  # also before aerossl.engine.checkpoint
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +117,7 @@ def fingerprint(names: list[str], drop: set[str]) -> dict[str, dict]:
                     for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
             out[name] = {
                 "weights": digest(state["eval_model"], set()),
-                "algorithm": digest(state["algorithm"], drop),
+                "algorithm": digest(state["algorithm"], drop, rename),
                 "metrics": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()
                                           ).hexdigest()[:16],
                 "final_acc": result.final_acc,
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="*", default=[], help="run names (default: all)")
     parser.add_argument("--drop-key", action="append", default=[],
                         help="algorithm state entry to leave out of the digest")
+    parser.add_argument("--rename-key", action="append", default=[], metavar="OLD=NEW",
+                        help="algorithm state entry a change renamed on purpose: digest it "
+                        "under its new name")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args(argv)
     if args.compare:
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if diff else 0
     if not args.output:
         parser.error("give an output file or --compare")
-    Path(args.output).write_text(json.dumps(fingerprint(args.runs, set(args.drop_key)),
+    rename = dict(item.split("=", 1) for item in args.rename_key)
+    Path(args.output).write_text(json.dumps(fingerprint(args.runs, set(args.drop_key), rename),
                                             indent=1, sort_keys=True))
     return 0
 

@@ -18,16 +18,16 @@ from aerossl.api import (
     sweep,
     train,
 )
-from aerossl.compare import compare_runs, write_comparison
-from aerossl.config import Config, load_config
+from aerossl.config import Config
 from aerossl.data.formats import DataFormat, register_format
-from aerossl.engine.trainer import RunResult
+from aerossl.engine.run_folder import RunResult
 from aerossl.errors import AerosslError, CheckpointError, ConfigError, DataError
-from aerossl.export import export_run
-from aerossl.predict import predict_paths
-from aerossl.runs import load_run_network
-
-__version__ = "0.1.0"
+from aerossl.runs.compare import compare_runs, write_comparison
+from aerossl.runs.export import export_run
+from aerossl.runs.loader import load_run_network
+from aerossl.runs.predict import predict_paths
+from aerossl.validate import load_config
+from aerossl.version import __version__
 
 __all__ = [
     "AerosslError",
@@ -37,6 +37,7 @@ __all__ = [
     "DataError",
     "DataFormat",
     "RunResult",
+    "__version__",
     "compare_runs",
     "demo",
     "distill",

@@ -11,40 +11,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aerossl.config import Config, apply_overrides, config_from_dict, load_config
+from aerossl.config import (
+    Config,
+    apply_overrides,
+    find_config,
+    raw_config_of,
+    read_yaml,
+    shipped_configs,
+    with_algorithm,
+)
 from aerossl.engine.data import load_data
 from aerossl.engine.evaluate import evaluate_model
-from aerossl.engine.trainer import RunResult, Trainer
+from aerossl.engine.run_folder import RunResult
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import CheckpointError, ConfigError
-from aerossl.runs import load_run_config, load_run_network, resolve_device
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from aerossl.runs.loader import load_run_config, load_run_network, resolve_device
+from aerossl.validate import config_from_dict, load_config
 
 #: Keys that may change when a run is resumed; others would break exact resume.
 RESUME_OVERRIDABLE = {
     "train.steps", "train.device", "train.num_threads", "train.progress", "train.tensorboard",
     "train.eval_batch_size", "train.on_nonfinite", "data.cache_dir", "data.root",
 }
-
-
-def shipped_configs() -> list[str]:
-    """Names of the configs that ship with aerossl."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def find_config(name_or_path: str | Path) -> Path:
-    """A config path, or the shipped config of that name (``demo_fixmatch``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    from aerossl.errors import suggest
-
-    hint = suggest(str(name_or_path), shipped_configs())
-    raise ConfigError(f"config file not found: {path}{hint} (shipped configs: "
-                      f"{', '.join(shipped_configs())})")
 
 
 def train(
@@ -113,28 +101,9 @@ def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto
 # Pre-training, transfer, distillation and Noisy Student: each stage is an ordinary run.
 
 
-def _raw_config(config: Config | str | Path | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(config, Config):
-        return config.to_dict()
-    if isinstance(config, dict):
-        return dict(config)
-    from aerossl.config import read_yaml
-
-    return read_yaml(find_config(config))
-
-
-def _with_algorithm(raw: dict[str, Any], name: str, **params: Any) -> dict[str, Any]:
-    """``raw`` training with algorithm ``name``: its own keys are kept when the config already
-    names that algorithm, else the section is replaced."""
-    algo = raw.get("algorithm") or {}
-    kept = dict(algo) if algo.get("name") == name else {}
-    return {**raw, "algorithm": {**kept, "name": name,
-                                 **{k: v for k, v in params.items() if v is not None}}}
-
-
 def _train_raw(raw: dict[str, Any], overrides: list[str] | None,
                run_dir: str | Path | None) -> RunResult:
-    from aerossl.pipeline import with_contrastive_views
+    from aerossl.pipelines.stages import with_contrastive_views
 
     cfg = config_from_dict(with_contrastive_views(apply_overrides(raw, overrides)))
     return Trainer(cfg, Path(run_dir) if run_dir else None).fit()
@@ -144,7 +113,7 @@ def pretrain(config: Config | str | Path | dict[str, Any], overrides: list[str] 
              run_dir: str | Path | None = None) -> RunResult:
     """SimCLR pre-training on the unlabelled images (``algorithm.name=simclr``; the config's
     ``contrastive`` augment pipeline, or the default one). Logs ``linear_probe_acc``."""
-    return _train_raw(_with_algorithm(_raw_config(config), "simclr"), overrides, run_dir)
+    return _train_raw(with_algorithm(raw_config_of(config), "simclr"), overrides, run_dir)
 
 
 def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
@@ -153,9 +122,9 @@ def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
              backbone_lr_scale: float | None = None) -> RunResult:
     """Train from the weights of ``init`` (run folder, checkpoint or state dict): full
     fine-tuning, or a linear probe (frozen backbone); ``algorithm=None`` keeps the config's."""
-    raw = _raw_config(config)
+    raw = raw_config_of(config)
     if algorithm is not None:
-        raw = _with_algorithm(raw, algorithm)
+        raw = with_algorithm(raw, algorithm)
     raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
     if (raw.get("algorithm") or {}).get("name") == "lwf":  # LwF's original network is init
         raw["algorithm"] = {"source": str(init), **raw["algorithm"]}
@@ -170,7 +139,7 @@ def distill(teacher: str | Path, config: Config | str | Path | dict[str, Any],
             overrides: list[str] | None = None, run_dir: str | Path | None = None,
             mode: str | None = None) -> RunResult:
     """Distil the run ``teacher`` into the config's model (``algorithm.name=distill``)."""
-    raw = _with_algorithm(_raw_config(config), "distill", teacher=str(teacher), mode=mode)
+    raw = with_algorithm(raw_config_of(config), "distill", teacher=str(teacher), mode=mode)
     return _train_raw(raw, overrides, run_dir)
 
 
@@ -180,9 +149,9 @@ def noisy_student(config: Config | str | Path | dict[str, Any], rounds: int = 2,
                   overrides: list[str] | None = None) -> dict[str, Any]:
     """A supervised teacher, then ``rounds`` Noisy Student rounds (student sections default to
     ``model.dropout=0.3``); returns the pipeline summary (per round teacher and student)."""
-    from aerossl.pipeline import NoisyStudentPlan, run_pipeline
+    from aerossl.pipelines.stages import NoisyStudentPlan, run_pipeline
 
-    base = apply_overrides(_raw_config(config), overrides)
+    base = apply_overrides(raw_config_of(config), overrides)
     base.pop("algorithm", None)
     plan = NoisyStudentPlan(rounds=rounds, **({"student": student} if student else {}))
     spec = {"name": name, "output_dir": output_dir or base.get("output_dir", "runs"),
@@ -194,8 +163,7 @@ def run_pipeline(spec: str | Path | dict[str, Any], overrides: list[str] | None 
                  ) -> dict[str, Any]:
     """Run (or continue: finished stages are skipped, a stopped one resumed) a pipeline file;
     ``overrides`` (``dotted.key=value``) apply to its ``base`` config."""
-    from aerossl import pipeline
-    from aerossl.config import read_yaml
+    from aerossl.pipelines import stages as pipeline
 
     raw = dict(spec) if isinstance(spec, dict) else read_yaml(find_config(spec))
     if overrides:
@@ -207,7 +175,7 @@ def evaluate_old_task(run_dir: str | Path, source_run: str | Path, checkpoint: s
                       device: str = "cpu") -> float:
     """Old-task accuracy of a transfer run (LwF: its kept old head; fine-tuning or a frozen
     backbone: the source's head on the run's backbone) on the test split of ``source_run``."""
-    from aerossl.old_task import old_task_accuracy
+    from aerossl.pipelines.old_task import old_task_accuracy
 
     return old_task_accuracy(run_dir, source_run, checkpoint, device)
 
@@ -218,10 +186,10 @@ def sweep(config: Config | str | Path | dict[str, Any],
           methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
           seeds: list[int] | tuple[int, ...] = (0, 1), overrides: list[str] | None = None,
           name: str = "sweep", output_dir: str | Path | None = None, plots: bool = True) -> Any:
-    """The label-budget sweep (:mod:`aerossl.label_sweep`): every method x label budget x seed as a
-    run under ``output_dir/name``, resumable; writes sweep.md/.csv/.json, sweep.png and the
-    compare view, and returns a :class:`aerossl.label_sweep.SweepResult`."""
-    from aerossl import label_sweep
+    """The label-budget sweep (:mod:`aerossl.pipelines.sweep`): every method x label budget x
+    seed as a run under ``output_dir/name``, resumable; writes sweep.md/.csv/.json, sweep.png and
+    the compare view, and returns a :class:`aerossl.pipelines.sweep.SweepResult`."""
+    from aerossl.pipelines import sweep as label_sweep
 
     if not isinstance(config, Config | dict):
         config = find_config(config)
@@ -233,7 +201,7 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
     """Write predicted class, confidence and every class probability of each image under
     ``data_dir`` to the CSV ``out`` (columns ``path, predicted_class, confidence, ...,
     prob_<class>``)."""
-    from aerossl.predict import predict_paths
+    from aerossl.runs.predict import predict_paths
 
     res = predict_paths(run_dir, [data_dir], out, top_k=1, checkpoint=checkpoint,
                         device=device, progress=progress, all_probs=True)
@@ -243,9 +211,9 @@ def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "p
 def map_scene(run_dir: str | Path, scene: str | Path, out_dir: str | Path | None = None,
               **options: Any) -> Any:
     """Classify the tiles of a large GeoTIFF/JPEG/PNG into a map (class and confidence
-    GeoTIFFs, GeoJSON, preview PNG, tile CSV); options: see :func:`aerossl.mapping.map_scene`.
-    Returns a :class:`aerossl.mapping.MapResult`."""
-    from aerossl.mapping import map_scene as _map_scene
+    GeoTIFFs, GeoJSON, preview PNG, tile CSV); options: see :func:`aerossl.runs.mapping.map_scene`.
+    Returns a :class:`aerossl.runs.mapping.MapResult`."""
+    from aerossl.runs.mapping import map_scene as _map_scene
 
     return _map_scene(run_dir, scene, out_dir, **options)
 
@@ -254,13 +222,81 @@ def suggest_labels(run_dir: str | Path, budget: int, out_dir: str | Path | None 
                    **options: Any) -> Any:
     """Rank a run's unlabelled images (uncertainty under weak views, balanced over predicted
     classes, diverse) and write the ``budget`` best as CSV, HTML grid and a ``labeled.txt``
-    split file; options: see :func:`aerossl.suggest.suggest_labels`. Returns a
-    :class:`aerossl.suggest.SuggestResult`."""
-    from aerossl.suggest import suggest_labels as _suggest
+    split file; options: see :func:`aerossl.runs.suggest.suggest_labels`. Returns a
+    :class:`aerossl.runs.suggest.SuggestResult`."""
+    from aerossl.runs.suggest import suggest_labels as _suggest
 
     return _suggest(run_dir, budget, out_dir, **options)
 
 
-__all__ = ["demo", "distill", "evaluate", "evaluate_old_task", "find_config", "finetune",
-           "map_scene", "noisy_student", "pretrain", "pseudo_label", "resume", "run_pipeline",
-           "shipped_configs", "suggest_labels", "sweep", "train"]
+def accept_labels(run_dir: str | Path, suggestions_csv: str | Path,
+                  out: str | Path | None = None) -> Path:
+    """The split file of the suggested images whose ``label`` column a user filled in (see
+    :func:`aerossl.runs.suggest.accept_labels`)."""
+    from aerossl.runs.suggest import accept_labels as _accept
+
+    return _accept(run_dir, suggestions_csv, out)
+
+
+def predict(run_dir: str | Path, paths: list[str] | list[Path], output: str | Path,
+            **options: Any) -> Any:
+    """Classify image files or folders with a trained run into a CSV (and GeoJSON); options:
+    see :func:`aerossl.runs.predict.predict_paths`. Returns its
+    :class:`~aerossl.runs.predict.PredictResult`."""
+    from aerossl.runs.predict import predict_paths
+
+    return predict_paths(run_dir, paths, output, **options)
+
+
+def export(run_dir: str | Path, format: str, output: str | Path | None = None,
+           checkpoint: str = "last", input_dtype: str = "uint8") -> Path:
+    """Export a run's network to ONNX or TorchScript (raw images in, probabilities out); see
+    :func:`aerossl.runs.export.export_run`."""
+    from aerossl.runs.export import export_run
+
+    return export_run(run_dir, format, output, checkpoint, input_dtype)
+
+
+def compare(run_dirs: list[str] | list[Path], plot: str | Path | None = None
+            ) -> tuple[str, Path | None]:
+    """The comparison table of runs (Markdown) and, with ``plot``, their accuracy curves."""
+    from aerossl.runs.compare import write_comparison
+
+    return write_comparison(run_dirs, plot)
+
+
+def report(run_dir: str | Path) -> Path:
+    """(Re)write a run's HTML and Markdown report; returns the HTML file."""
+    from aerossl.engine.report import write_report
+
+    return write_report(Path(run_dir))
+
+
+def validate(config: str | Path, overrides: list[str] | None = None) -> Config:
+    """A config file or shipped config name, with overrides, validated and resolved."""
+    return load_config(find_config(config), overrides)
+
+
+def inventory() -> dict[str, list[str]]:
+    """What is registered: algorithms, models (with their feature units and pretrained weights),
+    augmentations, data formats and shipped configs."""
+    from aerossl.algorithms import algorithm_names
+    from aerossl.augment import AUGMENTATIONS
+    from aerossl.data.formats import format_names
+    from aerossl.models import create_model, model_names
+    from aerossl.models.pretrained import PRETRAINED
+
+    models = []
+    for name in model_names():  # feature units: the most model.trainable_stages can be
+        units = len(create_model(name, 2).feature_units())
+        weights = ", ".join(w for m, w in PRETRAINED if m == name)
+        models.append(f"{name} ({units} units" + (f", pretrained: {weights})" if weights else ")"))
+    return {"algorithms": algorithm_names(), "models": models,
+            "augmentations": sorted(AUGMENTATIONS), "data formats": format_names(),
+            "configs": shipped_configs()}
+
+
+__all__ = ["accept_labels", "compare", "demo", "distill", "evaluate", "evaluate_old_task",
+           "export", "find_config", "finetune", "inventory", "map_scene", "noisy_student",
+           "predict", "pretrain", "pseudo_label", "report", "resume", "run_pipeline",
+           "shipped_configs", "suggest_labels", "sweep", "train", "validate"]

@@ -1,8 +1,9 @@
-"""Run configuration: one validated schema, YAML files and dotted CLI overrides.
+"""Run configuration: one schema, YAML files and dotted CLI overrides.
 
-The schema below is the one place where defaults live. Sections whose keys depend on a choice
-(``model`` and ``algorithm``) are checked against the chosen model's constructor and the chosen
-algorithm's ``Params`` model, so a misspelled key is caught before any data is loaded.
+The schema below is the one place where defaults live. This module imports no registry: the
+sections whose keys depend on a choice (``model``, ``algorithm``, ``augment``, ``data.layout``)
+are checked against what is registered by :mod:`aerossl.validate`, which sits above the
+registries, so a misspelled key is caught before any data is loaded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aerossl.errors import ConfigError, suggest
 
@@ -121,24 +121,6 @@ class DataConfig(_Section):
         """True when the images are listed in a CSV manifest."""
         return (self.manifest is not None or self.root == "demo_multilabel"
                 or self.root.lower().endswith(".csv"))
-
-    def resolved_task(self) -> str:
-        """``task``, or for ``auto``: multilabel for a manifest, else multiclass."""
-        if self.task != "auto":
-            return self.task
-        from aerossl.data.formats import format_for
-
-        return format_for(self).task
-
-    @field_validator("layout")
-    @classmethod
-    def _registered_layout(cls, value: str) -> str:
-        from aerossl.data.formats import check_layout
-
-        try:
-            return check_layout(value)
-        except ConfigError as e:
-            raise PydanticCustomError("unknown_layout", str(e)) from None
 
 
 class ModelConfig(_Section):
@@ -309,85 +291,6 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _check_choices(cfg: Config, source: str) -> None:
-    """Validate the model and algorithm sections against the chosen implementations."""
-    from aerossl.algorithms import get_algorithm
-    from aerossl.augment import build_pipeline
-    from aerossl.models import model_params
-
-    try:
-        params = model_params(cfg.model.name)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: model.name: {e}") from None
-    for key in cfg.model_params():
-        if key not in params:
-            hint = suggest(key, list(params))
-            raise ConfigError(f"{source}: unknown key 'model.{key}' for model "
-                              f"'{cfg.model.name}'{hint} (valid: {', '.join(params)})")
-    try:
-        algo = get_algorithm(cfg.algorithm.name)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: algorithm.name: {e}") from None
-    try:
-        algo.Params(**cfg.algorithm_params())
-    except ValidationError as e:
-        fields = list(algo.Params.model_fields)
-        msgs = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                msgs.append(f"{source}: unknown key 'algorithm.{key}' for algorithm "
-                            f"'{cfg.algorithm.name}'{suggest(key, fields)}")
-            else:
-                msgs.append(f"{source}: algorithm.{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(msgs)) from None
-    task = cfg.data.resolved_task()
-    if task not in algo.tasks:
-        from aerossl.algorithms import algorithm_names
-
-        fits = [n for n in algorithm_names() if task in get_algorithm(n).tasks]
-        raise ConfigError(f"{source}: algorithm '{cfg.algorithm.name}' does not support "
-                          f"{task} data (data.task / data.root); use one of: {', '.join(fits)}")
-    for name, spec in cfg.augment.items():
-        try:
-            build_pipeline(spec)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: augment.{name}: {e}") from None
-    needed = set(algo.pipelines(algo.Params(**cfg.algorithm_params())))
-    missing = needed - set(cfg.augment)
-    if missing:
-        raise ConfigError(f"{source}: algorithm '{cfg.algorithm.name}' needs augment pipelines "
-                          f"{sorted(missing)}; declare them under 'augment'")
-    if cfg.model.pretrained is not None:
-        from aerossl.models.pretrained import pretrained_source
-
-        try:
-            pretrained_source(cfg.model.name, cfg.model.pretrained).path()
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-    if cfg.model.freeze_backbone and cfg.model.trainable_stages is not None:
-        raise ConfigError(f"{source}: model.freeze_backbone and model.trainable_stages both "
-                          "choose what trains; freeze_backbone is trainable_stages: 0")
-    if (cfg.data.mean is None) != (cfg.data.std is None):
-        raise ConfigError(f"{source}: data.mean and data.std must be given together")
-    if (cfg.data.band_min is None) != (cfg.data.band_max is None):
-        raise ConfigError(f"{source}: data.band_min and data.band_max must be given together")
-    lo, hi = cfg.data.scale_percentiles
-    if not 0 <= lo < hi <= 100:
-        raise ConfigError(f"{source}: data.scale_percentiles must satisfy 0 <= low < high <= 100 "
-                          f"(got {[lo, hi]})")
-    if cfg.data.train_pool_file and cfg.data.labeled_names_file:
-        raise ConfigError(f"{source}: give data.labeled_names_file (exactly the labelled images) "
-                          "or data.train_pool_file (a pool to draw data.labels_per_class "
-                          "from), not both")
-    if cfg.data.train_pool_file and task == "multilabel":
-        raise ConfigError(f"{source}: data.train_pool_file applies to single-label data; for "
-                          "multi-label data use data.labeled_names_file")
-    if cfg.data.metadata == "csv" and not cfg.data.metadata_file:
-        raise ConfigError(f"{source}: data.metadata=csv needs data.metadata_file "
-                          "(a CSV with the header path,lat,lon,date)")
-
-
 def parse_value(text: str) -> Any:
     """Parse a CLI override value as YAML (so 0.9, true, null and [1, 2] work)."""
     try:
@@ -416,19 +319,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return out
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a raw dict into a :class:`Config`; errors name the source and the key."""
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a raw dict against the schema only; errors name the source and the key.
+
+    The choices (model, algorithm, augment ops, data layout) are checked on top of this by
+    :func:`aerossl.validate.config_from_dict`, which knows the registries.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got "
                           f"{type(raw).__name__}")
     try:
-        cfg = Config(**raw)
+        return Config(**raw)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
     except TypeError as e:
         raise ConfigError(f"{source}: {e}") from None
-    _check_choices(cfg, source)
-    return cfg
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -447,19 +352,58 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(
+def raw_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     **sections: Any,
-) -> Config:
-    """Load a YAML config (or defaults), apply dotted overrides and keyword sections, validate.
-
-    >>> cfg = load_config("configs/demo_fixmatch.yaml", ["train.steps=500"])
-    """
+) -> tuple[dict[str, Any], str]:
+    """A YAML config (or none) with keyword sections and dotted overrides applied, unvalidated,
+    and the name errors give its source."""
     raw = read_yaml(path) if path is not None else {}
     raw.update(copy.deepcopy(sections))
-    raw = apply_overrides(raw, overrides)
-    return config_from_dict(raw, str(path) if path is not None else "<config>")
+    return apply_overrides(raw, overrides), str(path) if path is not None else "<config>"
+
+
+# --------------------------------------------------------------------------------------------
+# shipped configs and raw config dicts (shared by the API, the pipelines and the sweep)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with aerossl."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A config path, or the shipped config of that name (``demo_fixmatch``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    hint = suggest(str(name_or_path), shipped_configs())
+    raise ConfigError(f"config file not found: {path}{hint} (shipped configs: "
+                      f"{', '.join(shipped_configs())})")
+
+
+def raw_config_of(config: Config | str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The unvalidated dict of a Config, a dict, a YAML path or a shipped config name."""
+    if isinstance(config, Config):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return dict(config)
+    return read_yaml(find_config(config))
+
+
+def with_algorithm(raw: dict[str, Any], name: str, **params: Any) -> dict[str, Any]:
+    """``raw`` training with algorithm ``name``: its own keys are kept when the config already
+    names that algorithm, else the section is replaced."""
+    algo = raw.get("algorithm") or {}
+    kept = dict(algo) if algo.get("name") == name else {}
+    return {**raw, "algorithm": {**kept, "name": name,
+                                 **{k: v for k, v in params.items() if v is not None}}}
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -15,11 +15,11 @@ from aerossl.algorithms.base import (
     ViewSpec,
     algorithm_names,
     get_algorithm,
-    mix_batch,
     register_algorithm,
     sigmoid_rampup,
-    soft_cross_entropy,
 )
+from aerossl.algorithms.mixing import mix_batch
+from aerossl.algorithms.targets import soft_cross_entropy
 
 # isort: split
 # registration, after the base names the modules import

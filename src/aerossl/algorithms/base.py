@@ -9,23 +9,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from aerossl.algorithms.mixing import LabeledMix
+from aerossl.algorithms.targets import DistributionAlignment, EntropyMinimisation, NoAlignment
 from aerossl.batch import Batch, StepContext, StepOutput, ViewSpec
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
+
+NetworkLoader = Callable[[str, str], tuple[nn.Module, dict[str, Any]]]
+"""``(source, checkpoint) -> (network, info)``: a trained run's network (eval mode), for a
+teacher or an original network; ``source`` is a run folder or its ``checkpoints/<name>.pt``.
+The engine passes :func:`aerossl.runs.loader.load_source_network`; algorithms never open run folders
+themselves."""
+
+
+@dataclass
+class Options:
+    """The option components of a method, built from its parameters (each may be off)."""
+
+    labeled_mix: nn.Module = field(default_factory=LabeledMix)
+    align: nn.Module = field(default_factory=NoAlignment)
+    entropy: nn.Module = field(default_factory=EntropyMinimisation)
 
 
 class AlgorithmParams(BaseModel):
     """Base of every algorithm's parameter schema (unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def options(self, num_classes: int) -> Options:
+        """The option components these parameters choose (here: all off)."""
+        return Options()
 
 
 @dataclass
@@ -97,6 +118,7 @@ class Algorithm(nn.Module):
         num_images: int = 0,
         task: Task | None = None,
         meta_dim: int = 0,
+        load_network: NetworkLoader | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -104,13 +126,23 @@ class Algorithm(nn.Module):
         self.p = params
         self.num_classes = num_classes
         self.num_images = num_images
+        self._load_network = load_network
         self.task = task or get_task("multiclass")
         if self.task.name not in self.tasks:
             raise ConfigError(f"algorithm '{self.name}' does not support {self.task.name} "
                               f"labels (it supports: {', '.join(self.tasks)})")
-        if getattr(params, "dist_align", False):
-            # running mean of the model's predictions on unlabelled images (ReMixMatch's DA)
-            self.register_buffer("da_model_mean", torch.full((num_classes,), 1.0 / num_classes))
+        options = params.options(num_classes)
+        self.mixer, self.aligner, self.entropy_min = (options.labeled_mix, options.align,
+                                                      options.entropy)
+        self._register_load_state_dict_pre_hook(_renamed_keys)
+
+    def run_network(self, source: str, checkpoint: str, key: str
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+        """A trained run's network (``key``: the parameter that named it, for errors)."""
+        if self._load_network is None:
+            raise ConfigError(f"algorithm.{key}: '{self.name}' loads a trained run, but it was "
+                              "built without a network loader (pass load_network=)")
+        return self._load_network(source, checkpoint)
 
     def weak_strong_logits(
         self, x: Tensor, u_weak: Tensor, u_strong: Tensor, joint: bool = False,
@@ -153,43 +185,23 @@ class Algorithm(nn.Module):
     # ------------------------------------------------------------ options any method can use
 
     def mix_labeled(self, x: Tensor, y: Tensor, meta: Tensor | None = None) -> tuple[Tensor, ...]:
-        """Labelled inputs and soft targets, mixed by MixUp or CutMix when ``labeled_mix`` is on.
+        """Labelled inputs and soft targets, through the ``labeled_mix`` component (MixUp or
+        CutMix in training mode, else unchanged).
 
-        Returns ``(x, targets)`` when it is off: ``one_hot(y)`` (train with
-        :meth:`soft_cross_entropy`), or the multi-hot labels of a multi-label task. With
-        per-image ``meta`` (B x D, e.g. encoded metadata) returns ``(x, targets, meta)``, the
-        metadata mixed with the same coefficient and permutation as the targets.
+        Returns ``(x, targets)``: ``one_hot(y)`` (train with :func:`soft_cross_entropy`), or the
+        multi-hot labels of a multi-label task. With per-image ``meta`` (B x D, e.g. encoded
+        metadata) returns ``(x, targets, meta)``, the metadata mixed like the targets.
         """
-        targets = self.task.targets(y, self.num_classes)
-        mode = getattr(self.p, "labeled_mix", "none")
-        if mode != "none" and self.training:
-            if meta is None:
-                return mix_batch(x, targets, mode, self.p.labeled_mix_alpha)
-            k = targets.shape[1]
-            x, mixed = mix_batch(x, torch.cat([targets, meta.to(targets.dtype)], 1), mode,
-                                 self.p.labeled_mix_alpha)
-            targets, meta = mixed[:, :k], mixed[:, k:].to(meta.dtype)
+        x, targets, meta = self.mixer(x, self.task.targets(y, self.num_classes), meta)
         return (x, targets) if meta is None else (x, targets, meta)
 
     def align(self, probs: Tensor) -> Tensor:
-        """Distribution alignment (ReMixMatch) of unlabelled guesses when ``dist_align`` is on:
-        ``p * prior / running_mean(p)``, renormalised. The prior is uniform (the labelled set of
-        a stratified split is balanced). Updates the running mean in training mode."""
-        if not getattr(self.p, "dist_align", False):
-            return probs
-        if self.training:
-            m = self.p.dist_align_momentum
-            self.da_model_mean.mul_(m).add_(probs.detach().float().mean(0), alpha=1 - m)
-        aligned = probs / self.da_model_mean.clamp_min(1e-6) / self.num_classes
-        return aligned / aligned.sum(dim=1, keepdim=True)
+        """Unlabelled guesses through the distribution-alignment component (``dist_align``)."""
+        return self.aligner(probs)
 
     def entropy_loss(self, logits: Tensor) -> Tensor:
-        """``entropy_weight`` times the mean prediction entropy (Grandvalet & Bengio 2005)."""
-        weight = getattr(self.p, "entropy_weight", 0.0)
-        if weight == 0:
-            return logits.new_zeros(())
-        logp = torch.log_softmax(logits.float(), dim=1)
-        return weight * -(logp.exp() * logp).sum(dim=1).mean()
+        """The entropy-minimisation component's loss (``entropy_weight``; zero when off)."""
+        return self.entropy_min(logits)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
@@ -238,9 +250,20 @@ class LabeledMixParams(AlgorithmParams):
         1.0, gt=0, description="Beta(alpha, alpha) of the labelled mixing coefficient"
     )
 
+    def options(self, num_classes: int) -> Options:
+        return replace(super().options(num_classes),
+                       labeled_mix=LabeledMix(self.labeled_mix, self.labeled_mix_alpha))
+
 
 class SSLParams(LabeledMixParams):
     """Options any semi-supervised method can switch on."""
+
+    def options(self, num_classes: int) -> Options:
+        align = (DistributionAlignment(num_classes, self.dist_align_momentum,
+                                       self.dist_align_target)
+                 if self.dist_align else NoAlignment())
+        return replace(super().options(num_classes), align=align,
+                       entropy=EntropyMinimisation(self.entropy_weight))
 
     entropy_weight: float = Field(
         0.0, ge=0, description="weight of entropy minimisation on unlabelled predictions"
@@ -250,6 +273,10 @@ class SSLParams(LabeledMixParams):
     )
     dist_align_momentum: float = Field(
         0.999, ge=0, lt=1, description="momentum of distribution alignment's running mean"
+    )
+    dist_align_target: Literal["uniform", "labeled"] = Field(
+        "uniform", description="distribution alignment's target: uniform (ReMixMatch, "
+        "SoftMatch) or the running mean of the labelled predictions (AdaMatch)"
     )
 
 
@@ -270,51 +297,12 @@ def sigmoid_rampup(step: int, length: int) -> float:
     return rampup(step, length, "sigmoid")
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy against probability targets (rows of ``targets`` sum to 1)."""
-    return -(targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
-
-
-def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """``mean(mask * CE(logits, targets))`` over the batch: hard pseudo-labels weighted per image
-    (0 for rejected ones), averaged over all images as in FixMatch."""
-    ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    return (ce * mask).mean()
-
-
-def mixup(x: Tensor, targets: Tensor, alpha: float,
-          keep_larger: bool = False) -> tuple[Tensor, Tensor, float]:
-    """MixUp (Zhang et al. 2018): ``lam x + (1 - lam) x[perm]`` of a batch with a shuffled copy,
-    targets mixed with the same ``lam ~ Beta(alpha, alpha)`` and permutation. ``keep_larger``
-    uses ``max(lam, 1 - lam)`` so each mixed row stays closest to itself (MixMatch). Returns
-    ``(x', targets', lam)``."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    if keep_larger:
-        lam = max(lam, 1.0 - lam)
-    perm = torch.randperm(len(x), device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
-
-
-def mix_batch(x: Tensor, targets: Tensor, mode: str, alpha: float) -> tuple[Tensor, Tensor]:
-    """MixUp (:func:`mixup`) or CutMix (pasted box) of a batch with a shuffled copy.
-
-    One coefficient ``lam ~ Beta(alpha, alpha)`` per batch; for CutMix the targets are mixed by
-    the pasted area actually used.
-    """
-    if mode == "mixup":
-        return mixup(x, targets, alpha)[:2]
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(len(x), device=x.device)
-    h, w = x.shape[-2:]
-    cut = math.sqrt(1 - lam)
-    ch, cw = int(h * cut), int(w * cut)
-    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
-    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-    mixed = x.clone()
-    mixed[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
-    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    return mixed, lam * targets + (1 - lam) * targets[perm]
+def _renamed_keys(state: dict, prefix: str, *args: object) -> None:
+    """Checkpoints written before the options were components kept distribution alignment's
+    running mean as ``da_model_mean``."""
+    old = prefix + "da_model_mean"
+    if old in state:
+        state[prefix + "aligner.model_mean"] = state.pop(old)
 
 
 _REGISTRY: dict[str, type[Algorithm]] = {}

@@ -31,12 +31,11 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    masked_cross_entropy,
     register_algorithm,
-    soft_cross_entropy,
 )
 from aerossl.algorithms.contrastive import contrastive_loss
 from aerossl.algorithms.selectors import confident_pseudo_labels
+from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
 
 def positive_weights(pseudo: Tensor, confidence: Tensor, threshold: float) -> Tensor:

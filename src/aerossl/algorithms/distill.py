@@ -12,7 +12,6 @@ fine-tuned network into a student on the unlabelled images.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -31,7 +30,6 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.errors import ConfigError
-from aerossl.runs import load_run_network
 
 
 class TeacherParams(AlgorithmParams):
@@ -58,10 +56,7 @@ class TeacherMixin:
         if not params.teacher:
             raise ConfigError(f"algorithm.teacher: '{self.name}' needs the run folder of a "
                               "trained teacher")
-        path, checkpoint = Path(params.teacher).expanduser(), params.teacher_checkpoint
-        if path.suffix == ".pt" and path.parent.name == "checkpoints":  # RUN/checkpoints/best.pt
-            path, checkpoint = path.parent.parent, path.stem
-        teacher, info = load_run_network(path, checkpoint)
+        teacher, info = self.run_network(params.teacher, params.teacher_checkpoint, "teacher")
         if len(info["classes"]) != num_classes:
             raise ConfigError(f"algorithm.teacher: {params.teacher} has {len(info['classes'])} "
                               f"classes, this run's data {num_classes}")

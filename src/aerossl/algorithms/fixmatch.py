@@ -5,9 +5,11 @@ the selector accepts it, and train the strong view to predict it:
 
     loss = CE(x_weak, y) + lambda_u * mean(mask(p(u_weak)) * CE(u_strong, argmax p(u_weak)))
 
-FixMatch's selector is the fixed confidence threshold ``mask = 1[max p >= tau]``. FlexMatch and
-FreeMatch (:mod:`~aerossl.algorithms.flexmatch`, :mod:`~aerossl.algorithms.freematch`) are this
-class with their adaptive selectors (:mod:`~aerossl.algorithms.selectors`).
+FixMatch's selector is the fixed confidence threshold ``mask = 1[max p >= tau]``. FlexMatch,
+FreeMatch, SoftMatch and AdaMatch (:mod:`~aerossl.algorithms.flexmatch`,
+:mod:`~aerossl.algorithms.freematch`, :mod:`~aerossl.algorithms.softmatch`,
+:mod:`~aerossl.algorithms.adamatch`) are this class with their selectors
+(:mod:`~aerossl.algorithms.selectors`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    masked_cross_entropy,
     register_algorithm,
-    soft_cross_entropy,
 )
 from aerossl.algorithms.selectors import SELECTORS, SelectorName
+from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
 
 class WeakStrongParams(SSLParams):
@@ -70,6 +71,7 @@ class FixMatch(Algorithm):
             x, batch.unlabeled["weak"], batch.unlabeled["strong"], joint=self.p.joint_batch)
 
         loss_sup = soft_cross_entropy(logits_x, targets)
+        self.observe_labeled(logits_x)
         probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))
         pseudo = probs.argmax(dim=1)
         mask = self.thresholds(probs, batch.unlabeled_index)
@@ -83,6 +85,10 @@ class FixMatch(Algorithm):
         loss = loss + self.entropy_loss(logits_strong)
         log.update(self.thresholds.log())
         return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)
+
+    def observe_labeled(self, logits_x: Tensor) -> None:
+        """Hook: the labelled views' logits, before the unlabelled guesses are made (unused
+        here; AdaMatch sets its relative threshold and alignment target from them)."""
 
     def extra_loss(self, logits_strong: Tensor, mask: Tensor,
                    log: dict[str, Tensor | float]) -> Tensor | None:

@@ -26,7 +26,6 @@ after training, so old-task accuracy stays measurable.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -54,13 +53,6 @@ def lwf_loss(old_logits: Tensor, original_logits: Tensor, temperature: float) ->
     targets = F.softmax(original_logits.float() / temperature, dim=1)
     log_probs = F.log_softmax(old_logits.float() / temperature, dim=1)
     return -(targets * log_probs).sum(dim=1).mean()
-
-
-def _source_run(source: str, checkpoint: str) -> tuple[Path, str]:
-    path = Path(source).expanduser()
-    if path.suffix == ".pt" and path.parent.name == "checkpoints":  # RUN/checkpoints/best.pt
-        return path.parent.parent, path.stem
-    return path, checkpoint
 
 
 @register_algorithm("lwf")
@@ -101,13 +93,10 @@ class LwF(Algorithm):
     def __init__(self, model: nn.Module, params: Params, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        from aerossl.runs import load_run_network
-
         if not params.source:
             raise ConfigError("algorithm.source: 'lwf' needs the run folder of the original "
                               "network (the one model.init names)")
-        run, checkpoint = _source_run(params.source, params.source_checkpoint)
-        original, info = load_run_network(run, checkpoint)
+        original, info = self.run_network(params.source, params.source_checkpoint, "source")
         channels = int(model.mean.shape[0]) if hasattr(model, "mean") else info["channels"]
         if info["channels"] != channels:
             raise ConfigError(f"algorithm.source: {params.source} takes {info['channels']}-"

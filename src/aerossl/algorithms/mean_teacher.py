@@ -30,10 +30,10 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     register_algorithm,
-    soft_cross_entropy,
 )
-from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight, softmax_mse
-from aerossl.ema import ema_update
+from aerossl.algorithms.targets import full_precision, soft_cross_entropy, softmax_mse
+from aerossl.algorithms.utils import RampedParams, ramped_weight
+from aerossl.models.ema import ema_update
 
 
 @register_algorithm("mean_teacher")

@@ -27,18 +27,12 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    mixup,
     rampup,
     register_algorithm,
-    soft_cross_entropy,
 )
+from aerossl.algorithms.mixing import mixup
+from aerossl.algorithms.targets import sharpen, soft_cross_entropy
 from aerossl.algorithms.utils import frozen_bn_stats
-
-
-def sharpen(probs: Tensor, temperature: float) -> Tensor:
-    """``p^(1/T)`` renormalised per row."""
-    p = probs.pow(1.0 / temperature)
-    return p / p.sum(dim=1, keepdim=True)
 
 
 def interleave(chunks: list[Tensor]) -> list[Tensor]:

@@ -9,7 +9,7 @@ noised by strong augmentation and the model's dropout) is trained from scratch o
 
     loss = CE(s(x_labelled_strong), y) + lambda_u * mean_u( w_u * CE(s(u_strong), target_u) )
 
-The pipeline (:mod:`aerossl.pipeline`) makes the student the next round's teacher.
+The pipeline (:mod:`aerossl.pipelines.stages`) makes the student the next round's teacher.
 """
 
 from __future__ import annotations

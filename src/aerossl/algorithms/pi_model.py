@@ -22,9 +22,9 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     register_algorithm,
-    soft_cross_entropy,
 )
-from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight, softmax_mse
+from aerossl.algorithms.targets import full_precision, soft_cross_entropy, softmax_mse
+from aerossl.algorithms.utils import RampedParams, ramped_weight
 
 
 @register_algorithm("pi_model")

@@ -20,12 +20,11 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    masked_cross_entropy,
     register_algorithm,
-    soft_cross_entropy,
 )
 from aerossl.algorithms.selectors import confident_pseudo_labels
-from aerossl.algorithms.utils import RampedParams, full_precision, ramped_weight
+from aerossl.algorithms.targets import full_precision, masked_cross_entropy, soft_cross_entropy
+from aerossl.algorithms.utils import RampedParams, ramped_weight
 
 
 @register_algorithm("pseudo_label")

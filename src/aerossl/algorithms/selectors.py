@@ -8,9 +8,13 @@ their running state in buffers, so it is checkpointed with the algorithm that ow
 - ``fixed``: FixMatch's threshold, ``max p >= tau`` (:class:`FixedThreshold`)
 - ``flexmatch``: FlexMatch's class-wise curriculum thresholds (:class:`FlexThresholds`)
 - ``freematch``: FreeMatch's self-adaptive thresholds (:class:`FreeThresholds`)
+- ``softmatch``: SoftMatch's truncated Gaussian weights (:class:`SoftWeights`)
+- ``relative``: AdaMatch's threshold relative to the labelled confidence
+  (:class:`RelativeThreshold`)
 
 :data:`SELECTORS` builds one from a method's parameters (``threshold``, ``threshold_warmup``,
-``ema_momentum``); FixMatch, FlexMatch, FreeMatch and the spatiotemporal teacher use them.
+``ema_momentum``, ``n_sigma``); FixMatch, FlexMatch, FreeMatch, SoftMatch, AdaMatch and the
+spatiotemporal teacher use them.
 """
 
 from __future__ import annotations
@@ -147,13 +151,83 @@ class FreeThresholds(nn.Module):
                 "threshold/min": self.class_thresholds().min()}
 
 
-SelectorName = Literal["fixed", "flexmatch", "freematch"]
+class SoftWeights(nn.Module):
+    """SoftMatch's truncated Gaussian weights over the confidence ``c = max_k q_k``:
+
+        mu    <- m mu    + (1 - m) mean_b c_b          (init 1/C)
+        var   <- m var   + (1 - m) var_b c_b           (unbiased batch variance, init 1)
+        w(c)  = exp(-(c - mu)^2 / (2 var / n_sigma^2))  for c < mu,  else 1
+
+    Called as ``weights(probs, index=None) -> mask``: in training mode one EMA step first, then
+    the per-image weights (in [0, 1]; no pseudo-label is thrown away outright). The mean and
+    variance live in buffers.
+    """
+
+    def __init__(self, num_classes: int, momentum: float, n_sigma: float) -> None:
+        super().__init__()
+        self.momentum, self.n_sigma = momentum, n_sigma
+        self.register_buffer("mu", torch.tensor(1.0 / num_classes))
+        self.register_buffer("var", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def update(self, confidence: Tensor) -> None:
+        """One EMA step of the confidence's mean and variance."""
+        m = self.momentum
+        self.mu.mul_(m).add_(confidence.mean(), alpha=1 - m)
+        if len(confidence) > 1:
+            self.var.mul_(m).add_(confidence.var(unbiased=True), alpha=1 - m)
+
+    def forward(self, probs: Tensor, index: Tensor | None = None) -> Tensor:
+        """Weights (B) of the arg-max pseudo-labels of ``probs`` (B x K)."""
+        confidence = probs.max(dim=1).values.float()
+        if self.training:
+            self.update(confidence)
+        below = (confidence - self.mu).clamp(max=0.0)
+        return torch.exp(-below.square() / (2 * self.var / self.n_sigma**2))
+
+    def log(self) -> dict[str, Tensor]:
+        """The Gaussian's mean and standard deviation."""
+        return {"weight/mu": self.mu.clone(), "weight/sigma": self.var.sqrt()}
+
+
+class RelativeThreshold(nn.Module):
+    """AdaMatch's relative confidence threshold: ``tau`` times the mean confidence of the
+    labelled images' weak views in the same batch,
+
+        mask = 1[max_k q_k >= tau * mean_b max_k p(x_b)_k]
+
+    The labelled confidence is set before each selection with :meth:`observe_labeled`; it
+    carries no state across steps.
+    """
+
+    def __init__(self, tau: float) -> None:
+        super().__init__()
+        self.tau = tau
+        self.threshold = tau
+
+    def observe_labeled(self, probs_x: Tensor) -> None:
+        """Set the threshold from the labelled weak views' probabilities (B x K)."""
+        self.threshold = float(self.tau * probs_x.max(dim=1).values.float().mean())
+
+    def forward(self, probs: Tensor, index: Tensor | None = None) -> Tensor:
+        """Mask (B) of the arg-max pseudo-labels of ``probs`` (B x K)."""
+        return confident_pseudo_labels(probs, self.threshold)[1]
+
+    def log(self) -> dict[str, float]:
+        """The relative threshold of the last batch."""
+        return {"threshold/relative": self.threshold}
+
+
+SelectorName = Literal["fixed", "flexmatch", "freematch", "softmatch", "relative"]
 
 SELECTORS: dict[str, Callable[[Any, int, int], nn.Module]] = {
     "fixed": lambda p, num_classes, num_images: FixedThreshold(p.threshold),
     "flexmatch": lambda p, num_classes, num_images: FlexThresholds(
         num_classes, num_images, p.threshold, p.threshold_warmup),
     "freematch": lambda p, num_classes, num_images: FreeThresholds(num_classes, p.ema_momentum),
+    "softmatch": lambda p, num_classes, num_images: SoftWeights(num_classes, p.ema_momentum,
+                                                                p.n_sigma),
+    "relative": lambda p, num_classes, num_images: RelativeThreshold(p.threshold),
 }
 """Pseudo-label selection rules: ``make(params, num_classes, num_images)`` gives a module
 called as ``selector(probs, unlabeled_index) -> mask``."""

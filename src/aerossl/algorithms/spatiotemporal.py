@@ -42,11 +42,10 @@ from aerossl.algorithms.base import (
     StepContext,
     StepOutput,
     ViewSpec,
-    masked_cross_entropy,
     register_algorithm,
-    soft_cross_entropy,
 )
-from aerossl.algorithms.selectors import SELECTORS, SelectorName
+from aerossl.algorithms.selectors import SELECTORS
+from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 from aerossl.errors import ConfigError
 
 
@@ -76,7 +75,7 @@ class Spatiotemporal(Algorithm):
             "mse", description="distillation loss at the injection point: mse or 1 - cosine"
         )
         meta_hidden: int = Field(64, ge=1, description="hidden width of the metadata MLP")
-        selector: SelectorName = Field(
+        selector: Literal["fixed", "flexmatch", "freematch"] = Field(
             "fixed", description="pseudo-label selection: fixed (FixMatch), flexmatch, freematch"
         )
         threshold_warmup: bool = Field(

@@ -19,7 +19,6 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor
 
 from aerossl.algorithms.base import (
     Algorithm,
@@ -32,7 +31,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.algorithms.selectors import confident_pseudo_labels
-from aerossl.algorithms.utils import full_precision
+from aerossl.algorithms.targets import full_precision, sharpen
 
 
 def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
@@ -44,12 +43,6 @@ def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
         "exp": math.exp(5.0 * (progress - 1.0)),
     }[schedule]
     return alpha * (1.0 - 1.0 / num_classes) + 1.0 / num_classes
-
-
-def sharpen(probs: Tensor, temperature: float) -> Tensor:
-    """``p^(1/T)`` renormalised (equal to ``softmax(logits / T)`` for ``p = softmax(logits)``)."""
-    powered = probs.clamp_min(1e-12) ** (1.0 / temperature)
-    return powered / powered.sum(dim=1, keepdim=True)
 
 
 @register_algorithm("uda")

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from aerossl.algorithms.base import SSLParams, StepContext, rampup
 
@@ -27,17 +25,6 @@ def ramped_weight(params: RampedParams, ctx: StepContext) -> float:
     """``lambda_u * exp(-5 (1 - t)^2)``, ``t`` = step / (rampup_fraction * total_steps)."""
     length = round(params.rampup_fraction * ctx.total_steps)
     return params.lambda_u * rampup(ctx.step, length)
-
-
-def softmax_mse(logits: Tensor, target_probs: Tensor) -> Tensor:
-    """Mean squared error between ``softmax(logits)`` and target probabilities, averaged over
-    samples and classes (Laine & Aila; Tarvainen & Valpola)."""
-    return F.mse_loss(torch.softmax(full_precision(logits), dim=1), target_probs.float())
-
-
-def full_precision(t: Tensor) -> Tensor:
-    """``t`` in at least float32 (half/bfloat16 logits are upcast; float64 stays)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 @contextmanager

@@ -32,14 +32,9 @@ from aerossl.algorithms.base import (
     StepOutput,
     ViewSpec,
     register_algorithm,
-    soft_cross_entropy,
 )
-from aerossl.algorithms.utils import (
-    RampedParams,
-    frozen_bn_stats,
-    full_precision,
-    ramped_weight,
-)
+from aerossl.algorithms.targets import full_precision, soft_cross_entropy
+from aerossl.algorithms.utils import RampedParams, frozen_bn_stats, ramped_weight
 
 
 def l2_normalize(d: Tensor) -> Tensor:

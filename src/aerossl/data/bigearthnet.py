@@ -17,17 +17,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from aerossl.data.metadata import Location, parse_date
-from aerossl.data.raster import read_raster, resize_band, select_bands
+from aerossl.data.location import Location, parse_date
+from aerossl.data.raster import read_raster, resize_band, select_bands, to_wgs84
 from aerossl.errors import DataError
-
-if TYPE_CHECKING:
-    from aerossl.config import DataConfig
-    from aerossl.data.folder import FolderDataset
 
 BIGEARTHNET_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -112,8 +108,6 @@ def patch_labels(folder: str | Path) -> list[str]:
 
 def patch_location(folder: str | Path) -> Location:
     """WGS84 centre of the patch's ``coordinates`` box and its ``acquisition_date``."""
-    from aerossl.data.raster import to_wgs84
-
     folder = Path(folder)
     where = str(folder / f"{folder.name}{JSON_SUFFIX}")
     meta = read_patch_json(folder)
@@ -165,24 +159,3 @@ def scan_bigearthnet(root: str | Path) -> BigEarthNetPatches:
     if not patches:
         raise DataError(f"{root}: no BigEarthNet patch folders (<patch>/<patch>{JSON_SUFFIX})")
     return BigEarthNetPatches(root, patches, [patch_labels(root / p) for p in patches])
-
-
-# ---------------------------------------------------------------------------- the format
-from aerossl.data.formats import DataFormat, register_format  # noqa: E402
-
-
-@register_format
-class BigEarthNet(DataFormat):
-    """``data.layout: bigearthnet``: patch folders under the root, labels from each patch's
-    JSON."""
-
-    name = "bigearthnet"
-    task = "multilabel"
-
-    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
-        from aerossl.data.multilabel import MultiLabelDataset
-
-        patches = scan_bigearthnet(root)
-        dataset = MultiLabelDataset.from_label_lists(patches.root, patches.patches,
-                                                     patches.labels)
-        return dataset, patches.root

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from aerossl.data import decode
-from aerossl.data.folder import FolderDataset
+from aerossl.data.formats import FolderDataset
 from aerossl.data.multispectral import BandSpec
+from aerossl.data.reader import read_image
 from aerossl.errors import DataError
 
 logger = logging.getLogger("aerossl")
@@ -242,7 +242,7 @@ def _build(
 
     def work(index: int) -> np.ndarray | str:
         try:
-            return decode.read_image(
+            return read_image(
                 dataset.root / dataset.files[index], image_size, channels, spec
             )
         except DataError as exc:

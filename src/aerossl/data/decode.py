@@ -1,24 +1,19 @@
-"""Decode one image file into a fixed-size ``uint8`` channel-first array.
+"""8-bit RGB images: which files count as images, decoding one to ``H x W x 3`` and resizing
+it the one way every reader does (Pillow's antialiased bicubic).
 
-8-bit RGB images (``channels=3``) go through Pillow as RGB. Multi-band images (N-band or
-uint16 GeoTIFFs, BigEarthNet patch folders) are read with a :class:`BandSpec`, which names the
-bands to keep and the per-band value range mapped to 0..255 (see
-:mod:`aerossl.data.multispectral`).
+Multi-band images are :mod:`aerossl.data.multispectral`'s; :func:`aerossl.data.reader.read_image`
+chooses between the two.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from aerossl.errors import DataError
-
-if TYPE_CHECKING:
-    from aerossl.data.multispectral import BandSpec
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 """Lower-case file extensions treated as images (matched case-insensitively)."""
@@ -37,43 +32,16 @@ def is_image_file(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(
-    path: str | Path, image_size: int, channels: int = 3, spec: BandSpec | None = None
-) -> np.ndarray:
-    """Read ``path`` as a ``uint8`` array of shape ``(channels, image_size, image_size)``.
-
-    Without ``spec`` (``channels`` must be 3): TIFFs are read with rasterio (falling back to
-    Pillow), other formats with Pillow; grayscale, RGBA, palette and CMYK images become RGB.
-    With ``spec``: the chosen bands of a multi-band image (or BigEarthNet patch folder), each
-    resampled to the output size and scaled to 0..255 as the spec says. Images not already
-    ``image_size x image_size`` are resized with Pillow's antialiased bicubic filter.
-    Raises :class:`DataError` naming the file when it cannot be decoded.
-    """
-    if int(image_size) != image_size or image_size < 1:
-        raise DataError(f"{path}: image_size must be a positive integer, got {image_size!r}")
-    path = Path(path)
-    if spec is not None:
-        from aerossl.data.multispectral import read_scaled
-
-        out = read_scaled(path, int(image_size), spec)
-        if out.shape[0] != channels:
-            raise DataError(f"{path}: read {out.shape[0]} bands, expected {channels}")
-        return out
-    if channels != 3:
-        raise DataError(
-            f"{path}: channels={channels} is not supported without a band spec (see "
-            "aerossl.data.multispectral); without one only 8-bit RGB images (channels=3) are read"
-        )
-    hwc = _decode_rgb(path)
-    if hwc.shape[0] != image_size or hwc.shape[1] != image_size:
-        resized = Image.fromarray(hwc, mode="RGB").resize(
-            (image_size, image_size), Image.Resampling.BICUBIC
-        )
-        hwc = np.asarray(resized)
+def resize_rgb(hwc: np.ndarray, size: int) -> np.ndarray:
+    """An ``H x W x 3`` uint8 image as ``3 x size x size`` (Pillow's antialiased bicubic; no
+    resampling when it already has that size)."""
+    if hwc.shape[0] != size or hwc.shape[1] != size:
+        hwc = np.asarray(Image.fromarray(hwc, mode="RGB").resize((size, size),
+                                                                  Image.Resampling.BICUBIC))
     return np.ascontiguousarray(hwc.transpose(2, 0, 1))
 
 
-def _decode_rgb(path: Path) -> np.ndarray:
+def decode_rgb(path: Path) -> np.ndarray:
     """Decode ``path`` to an ``H x W x 3`` uint8 array or raise :class:`DataError`."""
     tiff_problem = ""
     if path.suffix.lower() in TIFF_EXTENSIONS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,35 +11,13 @@ import numpy as np
 
 from aerossl.data.bigearthnet import is_patch_folder
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
+from aerossl.data.formats import DataFormat, FolderDataset, register_format
 from aerossl.errors import DataError
 
 if TYPE_CHECKING:
     from aerossl.config import DataConfig
 
 logger = logging.getLogger("aerossl")
-
-
-@dataclass(eq=False)
-class FolderDataset:
-    """Image files of a folder dataset and their integer labels.
-
-    ``files`` are POSIX paths relative to ``root``, sorted by (class, path); ``labels[i]``
-    indexes ``classes`` for ``files[i]``; ``skipped`` counts hidden or non-image files found
-    inside class folders.
-    """
-
-    root: Path
-    files: list[str]
-    labels: np.ndarray
-    classes: list[str]
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def path(self, index: int) -> Path:
-        """Absolute path of image ``index``."""
-        return self.root / self.files[index]
 
 
 def _is_hidden(name: str) -> bool:
@@ -151,7 +128,6 @@ def scan_folder(root: str | Path) -> FolderDataset:
 
 
 # ---------------------------------------------------------------------------- the format
-from aerossl.data.formats import DataFormat, register_format  # noqa: E402
 
 
 @register_format

@@ -4,7 +4,8 @@ A format is a :class:`DataFormat` subclass in one module, registered once with
 :func:`register_format`. It says which configs it reads (``data.layout``, or by its
 :meth:`~DataFormat.claims`), finds the images and labels under the dataset root, names the
 task its labels default to (``data.task: auto``) and what a run folder records as its root.
-Everything else (splits, the decoded-image cache, band scaling, metadata) is the same for
+A format returns a :class:`FolderDataset` (or its multi-label form). Everything else (splits,
+the decoded-image cache, band scaling, metadata) is the same for
 every format. The built-in ones:
 
 - ``classes`` (:mod:`aerossl.data.folder`): one sub-folder per class;
@@ -19,19 +20,45 @@ any image any format lists.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+
+import numpy as np
 
 from aerossl.errors import ConfigError, suggest
 
 if TYPE_CHECKING:
     from aerossl.config import DataConfig
-    from aerossl.data.folder import FolderDataset
 
 TaskName = Literal["multiclass", "multilabel"]
 
 #: ``data.root`` values naming the bundled demo data (not recorded as a path in run folders).
 DEMO_ROOTS = ("demo", "demo_multilabel")
+
+
+@dataclass(eq=False)
+class FolderDataset:
+    """Image files of a folder dataset and their integer labels.
+
+    ``files`` are POSIX paths relative to ``root``, sorted by (class, path); ``labels[i]``
+    indexes ``classes`` for ``files[i]``; ``skipped`` counts hidden or non-image files found
+    inside class folders.
+    """
+
+    root: Path
+    files: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        """Absolute path of image ``index``."""
+        return self.root / self.files[index]
+
 
 
 class DataFormat:
@@ -96,39 +123,3 @@ def format_for(cfg: DataConfig) -> DataFormat:
             return fmt
     return FORMATS["classes"]
 
-
-def resolve_root(root: str) -> Path:
-    """``'demo'`` names the embedded demo dataset (``'demo_multilabel'`` its multi-label
-    manifest); anything else is a folder or manifest path."""
-    from aerossl.data import demo_dataset_path
-    from aerossl.data.multilabel import demo_multilabel_manifest
-
-    if root == "demo_multilabel":
-        return demo_multilabel_manifest()
-    return demo_dataset_path() if root == "demo" else Path(root).expanduser()
-
-
-def read_dataset(cfg: DataConfig) -> tuple[FolderDataset, Path]:
-    """The images and labels a data config names, in its task's form (integer classes, or a
-    multi-hot matrix for multilabel), and their source: the folder or the manifest."""
-    from aerossl.data.multilabel import MultiLabelDataset, as_multiclass, as_multilabel
-
-    dataset, source = format_for(cfg).scan(resolve_root(cfg.root), cfg)
-    wants_multilabel = cfg.resolved_task() == "multilabel"
-    if wants_multilabel and not isinstance(dataset, MultiLabelDataset):
-        dataset = as_multilabel(dataset)
-    elif not wants_multilabel and isinstance(dataset, MultiLabelDataset):
-        dataset = as_multiclass(dataset)
-    return dataset, source
-
-
-def recorded_root(cfg: DataConfig, source: Path) -> dict[str, str]:
-    """The ``data`` keys (root, and manifest when one was named) a run folder records; none
-    for the bundled demo data."""
-    return {} if cfg.root in DEMO_ROOTS else format_for(cfg).recorded_root(cfg, source)
-
-
-# the built-in formats register themselves where they are implemented
-import aerossl.data.bigearthnet  # noqa: E402
-import aerossl.data.folder  # noqa: E402
-import aerossl.data.multilabel  # noqa: E402, F401

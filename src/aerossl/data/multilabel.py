@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aerossl.data.bigearthnet import scan_bigearthnet
 from aerossl.data.decode import IMAGE_EXTENSIONS, is_image_file
-from aerossl.data.folder import FolderDataset
+from aerossl.data.formats import DataFormat, FolderDataset, register_format
 from aerossl.data.splits import Split, _check_fraction, _sorted_idx, read_split_files
 from aerossl.errors import DataError
 
@@ -303,8 +304,7 @@ def as_multilabel(dataset: FolderDataset) -> MultiLabelDataset:
                              classes=dataset.classes, skipped=dataset.skipped)
 
 
-# ---------------------------------------------------------------------------- the format
-from aerossl.data.formats import DataFormat, register_format  # noqa: E402
+# ---------------------------------------------------------------------------- the formats
 
 
 @register_format
@@ -327,3 +327,18 @@ class Manifest(DataFormat):
         if cfg.manifest is None:  # the manifest itself is the root
             return {"root": str(source)}
         return {"root": str(Path(cfg.root).expanduser().resolve()), "manifest": str(source)}
+
+
+@register_format
+class BigEarthNet(DataFormat):
+    """``data.layout: bigearthnet``: patch folders under the root, labels from each patch's
+    JSON."""
+
+    name = "bigearthnet"
+    task = "multilabel"
+
+    def scan(self, root: Path, cfg: DataConfig) -> tuple[FolderDataset, Path]:
+        patches = scan_bigearthnet(root)
+        dataset = MultiLabelDataset.from_label_lists(patches.root, patches.patches,
+                                                     patches.labels)
+        return dataset, patches.root

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from aerossl.data.bigearthnet import band_files, patch_band_names, read_patch
+from aerossl.data.decode import decode_rgb
 from aerossl.data.raster import (
     RGB_BANDS,
     open_raster,
@@ -75,8 +77,6 @@ def _is_tiff(path: Path) -> bool:
 def probe(path: Path) -> tuple[int, list[str] | None, bool]:
     """Band count, band names and whether the data is 8-bit, of one image (file or patch)."""
     if path.is_dir():
-        from aerossl.data.bigearthnet import band_files, patch_band_names
-
         names = patch_band_names(path)
         if not names:
             raise DataError(f"{path}: no band files '{path.name}_<band>.tif' in patch folder")
@@ -92,8 +92,6 @@ def read_bands(path: Path, image_size: int, spec: BandSpec) -> tuple[np.ndarray,
     """The chosen bands of one image resampled to float32 ``(C, S, S)``, and whether the
     source is 8-bit. A band layout that differs from ``spec`` is a :class:`DataError`."""
     if path.is_dir():
-        from aerossl.data.bigearthnet import patch_band_names, read_patch
-
         names = patch_band_names(path)
         _check_count(path, len(names), spec)
         chosen = [names[i] for i in spec.select]
@@ -103,15 +101,26 @@ def read_bands(path: Path, image_size: int, spec: BandSpec) -> tuple[np.ndarray,
     if _is_tiff(path):
         arr, names = read_raster(path)
     else:
-        from aerossl.data.decode import _decode_rgb
-
-        arr, names = _decode_rgb(path).transpose(2, 0, 1), list(RGB_BANDS)
+        arr, names = decode_rgb(path).transpose(2, 0, 1), list(RGB_BANDS)
     _check_count(path, arr.shape[0], spec)
     if spec.names is not None and names is not None and list(names) != list(spec.names):
         raise DataError(f"{path}: bands {', '.join(names)} differ from those of the dataset's "
                         f"first image {spec.reference} ({', '.join(spec.names)})")
-    out = np.stack([resize_band(arr[i], image_size) for i in spec.select])
-    return out, arr.dtype == np.uint8
+    return resize_bands(arr[list(spec.select)], image_size), arr.dtype == np.uint8
+
+
+def resize_bands(bands: np.ndarray, size: int) -> np.ndarray:
+    """``(C, H, W)`` bands resampled one by one to float32 ``(C, size, size)``."""
+    return np.stack([resize_band(b, size) for b in bands])
+
+
+def to_uint8(raw: np.ndarray, band_min: Sequence[float] | None,
+             band_max: Sequence[float] | None) -> np.ndarray:
+    """Resampled bands as ``uint8``: the recorded per-band range mapped to 0..255, or, without
+    one (8-bit sources), the values rounded and clipped."""
+    if band_min is None or band_max is None:
+        return np.rint(np.clip(raw, 0, 255)).astype(np.uint8)
+    return scale_to_uint8(raw, band_min, band_max)
 
 
 def _check_count(path: Path, count: int, spec: BandSpec) -> None:
@@ -124,12 +133,10 @@ def _check_count(path: Path, count: int, spec: BandSpec) -> None:
 def read_scaled(path: Path, image_size: int, spec: BandSpec) -> np.ndarray:
     """One image as the cached ``uint8`` ``(C, S, S)`` array."""
     raw, eight_bit = read_bands(path, image_size, spec)
-    if spec.band_min is None or spec.band_max is None:
-        if not eight_bit:
-            raise DataError(f"{path}: image is not 8-bit but the dataset's first image "
-                            f"{spec.reference} is; convert it, or set data.band_min/band_max")
-        return np.rint(np.clip(raw, 0, 255)).astype(np.uint8)
-    return scale_to_uint8(raw, spec.band_min, spec.band_max)
+    if (spec.band_min is None or spec.band_max is None) and not eight_bit:
+        raise DataError(f"{path}: image is not 8-bit but the dataset's first image "
+                        f"{spec.reference} is; convert it, or set data.band_min/band_max")
+    return to_uint8(raw, spec.band_min, spec.band_max)
 
 
 def spec_for_image(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aerossl.data.metadata import Location, check_location, parse_date
+from aerossl.data.location import Location, check_location, parse_date
 from aerossl.errors import DataError, suggest
 
 SENTINEL2_BANDS: tuple[str, ...] = (

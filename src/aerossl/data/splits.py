@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from aerossl.data.folder import FolderDataset
-from aerossl.errors import DataError
+from aerossl.data.formats import FolderDataset
+from aerossl.errors import DataError, suggest
 
 logger = logging.getLogger("aerossl")
 
@@ -142,8 +142,6 @@ def _class_of(token: str, classes: list[str], where: str) -> int:
         return k
     if token in classes:
         return classes.index(token)
-    from aerossl.config import suggest
-
     raise DataError(f"{where}: label '{token}' is neither a class index nor a class name"
                     f"{suggest(token, classes)} (classes: {', '.join(classes[:10])}"
                     f"{' ...' if len(classes) > 10 else ''})")

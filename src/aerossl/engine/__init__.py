@@ -1,5 +1,5 @@
-"""The training engine: run folders, the training loop, evaluation, checkpoints and reports."""
+"""The training engine: run folders, the training loop, evaluation, checkpoints and reports.
 
-from aerossl.engine.trainer import RunResult, Trainer
-
-__all__ = ["RunResult", "Trainer"]
+The entry point is :class:`aerossl.engine.trainer.Trainer`; this package file imports nothing,
+so that loading a checkpoint (:mod:`aerossl.engine.checkpoint`) does not load the engine.
+"""

@@ -40,11 +40,11 @@ import torch
 from filelock import FileLock, Timeout
 
 from aerossl.augment import Compose
-from aerossl.batch import Batch, ViewSpec
-from aerossl.data.sampler import IndexStream
+from aerossl.batch import ViewSpec
 from aerossl.engine import distributed
 from aerossl.engine.bottom import backend_name, frozen_bottom
 from aerossl.engine.data import DataBundle
+from aerossl.engine.stream import BatchStream
 from aerossl.models.normalize import Normalized
 
 log = logging.getLogger("aerossl")
@@ -257,25 +257,20 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.float16 if dtype == np.float16 else torch.float32
 
 
-class BankBatchBuilder:
+class BankBatchBuilder(BatchStream):
     """Draws index batches like :class:`~aerossl.engine.data.BatchBuilder`, with each view one
     of the image's banked draws of the view's pipeline instead of a fresh augmentation."""
 
     def __init__(self, bank: ViewBank, data: DataBundle, views: ViewSpec, batch_size: int,
                  unlabeled_batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world_size: int = 1, dihedral: bool = False) -> None:
-        self.bank, self.views, self.device = bank, views, device
+        super().__init__(data, views, batch_size, unlabeled_batch_size, seed, device, rank,
+                         world_size)
+        self.bank = bank
         self.dihedral = dihedral
-        self.labels = data.labels.to(device)
-        self.meta = None if data.meta is None else data.meta.to(device)
         self.draws = {p: bank.draws(p) for p in views.pipelines()}
         if device.type == "cuda":
             self.draws = {p: d.to(device) for p, d in self.draws.items()}
-        self.labeled = IndexStream(data.split.labeled, batch_size, seed, 0, rank, world_size)
-        self.unlabeled = (
-            IndexStream(data.split.unlabeled, unlabeled_batch_size, seed, 1, rank, world_size)
-            if views.unlabeled else None)
-        self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
 
     def _views(self, idx: torch.Tensor, spec: dict[str, str]) -> dict[str, torch.Tensor]:
         # a random order of the banked draws per image: views of one pipeline take the first,
@@ -304,31 +299,3 @@ class BankBatchBuilder:
         if bool(flip.any()):
             x[flip] = x[flip].flip(3)
         return x
-
-    def next(self) -> Batch:
-        """The next training batch with every view the algorithm asked for."""
-        idx = self.labeled.next()
-        batch = Batch(labeled=self._views(idx, self.views.labeled),
-                      labels=self.labels[idx.to(self.labels.device)])
-        if self.meta is not None:
-            batch.labeled_meta = self.meta[idx.to(self.device)]
-        if self.unlabeled is not None:
-            uidx = self.unlabeled.next()
-            batch.unlabeled = self._views(uidx, self.views.unlabeled)
-            batch.unlabeled_index = uidx.to(self.device)
-            if self.meta is not None:
-                batch.unlabeled_meta = self.meta[uidx.to(self.device)]
-        return batch
-
-    def state_dict(self) -> dict:
-        """Stream positions and sampling RNG state."""
-        return {"labeled": self.labeled.state_dict(),
-                "unlabeled": self.unlabeled.state_dict() if self.unlabeled else None,
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore stream positions and sampling RNG state."""
-        self.labeled.load_state_dict(state["labeled"])
-        if self.unlabeled is not None and state.get("unlabeled") is not None:
-            self.unlabeled.load_state_dict(state["unlabeled"])
-        self.generator.set_state(state["generator"])

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aerossl.augment import Compose
-from aerossl.batch import Batch, ViewSpec
 from aerossl.config import DataConfig
 from aerossl.data import (
     FolderDataset,
@@ -20,11 +18,10 @@ from aerossl.data import (
     split_from_files,
     stratified_split,
 )
-from aerossl.data.formats import read_dataset
+from aerossl.data.dataset import read_dataset, task_of
 from aerossl.data.metadata import collect_metadata, encode_metadata
 from aerossl.data.multilabel import multilabel_split, multilabel_split_from_files
 from aerossl.data.multispectral import BandSpec, resolve_band_spec
-from aerossl.data.sampler import IndexStream
 from aerossl.data.splits import split_from_pool_file
 from aerossl.errors import ConfigError
 from aerossl.tasks import Task, get_task
@@ -72,7 +69,7 @@ class DataBundle:
 
 def load_data(cfg: DataConfig, seed: int, split_dir: Path | None = None) -> DataBundle:
     """Scan, split and cache a dataset; with ``split_dir`` reuse a run's saved split files."""
-    task = get_task(cfg.resolved_task())
+    task = get_task(task_of(cfg))
     multilabel = task.name == "multilabel"
     if cfg.num_labeled is not None and not multilabel:
         raise ConfigError("data.num_labeled applies to multilabel data; for one class per "
@@ -152,97 +149,3 @@ def channel_stats(images: torch.Tensor, indices: np.ndarray, chunk: int = 512) -
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
-
-
-class BatchBuilder:
-    """Draws index batches, gathers cached uint8 images, moves them and augments on device.
-
-    The images are moved to the device once when it is an accelerator and they fit; otherwise
-    each batch is gathered on the CPU, pinned and copied without blocking.
-    """
-
-    def __init__(
-        self,
-        data: DataBundle,
-        views: ViewSpec,
-        pipelines: dict[str, Compose],
-        batch_size: int,
-        unlabeled_batch_size: int,
-        seed: int,
-        device: torch.device,
-        channels_last: bool,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.views = views
-        self.pipelines = pipelines
-        self.device = device
-        self.channels_last = channels_last
-        self.labels = data.labels.to(device)
-        self.meta = None if data.meta is None else data.meta.to(device)
-        self.images = data.images
-        if device.type == "cuda" and data.images.nbytes < 0.25 * _free_cuda_bytes(device):
-            self.images = data.images.to(device)
-        self.labeled = IndexStream(data.split.labeled, batch_size, seed, 0, rank, world_size)
-        self.unlabeled = (
-            IndexStream(data.split.unlabeled, unlabeled_batch_size, seed, 1, rank, world_size)
-            if views.unlabeled
-            else None
-        )
-        # each rank augments its slice with its own draws (rank 0 as a single process)
-        self.generator = torch.Generator().manual_seed(seed + 7919 + 104_729 * rank)
-
-    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.images.device.type != "cpu":  # moved to the accelerator once, in __init__
-            return self.images[idx.to(self.images.device)]
-        x = self.images[idx]
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        return x.to(self.device, non_blocking=True)
-
-    def _views(self, raw: torch.Tensor, spec: dict[str, str]) -> dict[str, torch.Tensor]:
-        x = raw.float().div_(255.0)
-        out = {}
-        for view, pipeline in spec.items():
-            v = self.pipelines[pipeline](x, self.generator)
-            if self.channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
-            out[view] = v
-        return out
-
-    def next(self) -> Batch:
-        """The next training batch with every view the algorithm asked for."""
-        idx = self.labeled.next()
-        batch = Batch(
-            labeled=self._views(self._gather(idx), self.views.labeled),
-            labels=self.labels[idx.to(self.labels.device)],
-        )
-        if self.meta is not None:
-            batch.labeled_meta = self.meta[idx.to(self.device)]
-        if self.unlabeled is not None:
-            uidx = self.unlabeled.next()
-            batch.unlabeled = self._views(self._gather(uidx), self.views.unlabeled)
-            batch.unlabeled_index = uidx.to(self.device)
-            if self.meta is not None:
-                batch.unlabeled_meta = self.meta[uidx.to(self.device)]
-        return batch
-
-    def state_dict(self) -> dict:
-        """Stream positions and augmentation RNG state."""
-        return {
-            "labeled": self.labeled.state_dict(),
-            "unlabeled": self.unlabeled.state_dict() if self.unlabeled else None,
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore stream positions and augmentation RNG state."""
-        self.labeled.load_state_dict(state["labeled"])
-        if self.unlabeled is not None and state.get("unlabeled") is not None:
-            self.unlabeled.load_state_dict(state["unlabeled"])
-        self.generator.set_state(state["generator"])
-
-
-def _free_cuda_bytes(device: torch.device) -> int:
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(free)

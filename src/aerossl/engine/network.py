@@ -7,14 +7,14 @@ import logging
 from typing import Any
 
 from aerossl.config import Config
-from aerossl.data.formats import recorded_root
+from aerossl.data.dataset import recorded_root
 from aerossl.data.metadata import resolve_metadata_file
 from aerossl.engine.data import DataBundle, channel_stats
 from aerossl.engine.transfer import freeze_backbone, freeze_units, load_init
 from aerossl.errors import ConfigError
 from aerossl.models.normalize import Normalized
 from aerossl.models.pretrained import load_pretrained, pretrained_source
-from aerossl.runs import build_network
+from aerossl.runs.loader import build_network
 
 log = logging.getLogger("aerossl")
 

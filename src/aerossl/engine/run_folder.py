@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.checkpoint import writing
 from aerossl.config import Config
+from aerossl.engine.checkpoint import writing
 from aerossl.engine.data import DataBundle
 from aerossl.engine.evaluate import EvalResult
 

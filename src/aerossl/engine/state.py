@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from aerossl.checkpoint import load_checkpoint, save_checkpoint, writing
 from aerossl.config import save_config
 from aerossl.data import write_split
 from aerossl.engine import distributed
+from aerossl.engine.checkpoint import load_checkpoint, save_checkpoint, writing
 
 log = logging.getLogger("aerossl")
 

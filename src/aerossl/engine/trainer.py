@@ -24,14 +24,13 @@ from aerossl.config import Config
 from aerossl.data.cache import default_cache_dir
 from aerossl.engine import distributed
 from aerossl.engine.bank import BankBatchBuilder, ViewBank
-from aerossl.engine.data import BatchBuilder, DataBundle, load_data
-from aerossl.engine.ema import EMA
+from aerossl.engine.data import DataBundle, load_data
 from aerossl.engine.evaluate import EvalResult, evaluate_model, predict
 from aerossl.engine.lock import RunLock
 from aerossl.engine.logger import MetricLogger
 from aerossl.engine.loop import StopOnSignal, batch_statistics, mean_window
 from aerossl.engine.network import resolve_data_config, setup_network
-from aerossl.engine.optim import build_optimizer, lr_factor, param_groups
+from aerossl.engine.optim import build_optimizer
 from aerossl.engine.pseudo_stats import (
     offline_pseudo_label_metrics,
     step_log,
@@ -45,18 +44,11 @@ from aerossl.engine.run_folder import (
     write_summary,
 )
 from aerossl.engine.state import RunState
+from aerossl.engine.stream import BatchBuilder
 from aerossl.engine.transfer import frozen_norms_eval, norms_eval
 from aerossl.errors import AerosslError, ConfigError
-from aerossl.runs import (  # re-exported for older imports
-    build_network,
-    load_run_config,
-    load_run_network,
-    resolve_device,
-)
-
-__all__ = ["RunResult", "Trainer", "batch_statistics", "build_network", "build_optimizer",
-           "load_run_config", "load_run_network", "lr_factor", "new_run_dir", "param_groups",
-           "resolve_data_config", "resolve_device", "write_eval"]
+from aerossl.models.ema import EMA
+from aerossl.runs.loader import load_source_network, resolve_device
 
 log = logging.getLogger("aerossl")
 
@@ -114,7 +106,7 @@ class Trainer(RunState):
             network = network.to(memory_format=torch.channels_last)
         self.algorithm: Algorithm = algo_cls(
             network, params, self.data.num_classes, num_images=len(self.data.labels),
-            task=self.data.task, meta_dim=self.data.meta_dim,
+            task=self.data.task, meta_dim=self.data.meta_dim, load_network=load_source_network,
         ).to(self.device)
         self.ema = EMA(self.algorithm.eval_model(), t.ema) if t.ema > 0 else None
         if t.compile:

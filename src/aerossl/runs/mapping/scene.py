@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aerossl.data.decode import TIFF_EXTENSIONS
+from aerossl.data.decode import TIFF_EXTENSIONS, resize_rgb
+from aerossl.data.multispectral import resize_bands, to_uint8
 from aerossl.data.raster import (
     RGB_BANDS,
     GeoTransform,
@@ -37,6 +38,7 @@ from aerossl.data.raster import (
     scale_to_uint8,
     select_bands,
 )
+from aerossl.data.reader import reads_rgb
 from aerossl.errors import AerosslError, DataError
 
 log = logging.getLogger("aerossl")
@@ -241,17 +243,9 @@ class BandReader:
 
     def __call__(self, bands: np.ndarray) -> np.ndarray:
         chosen = bands[self.select]
-        s = self.image_size
-        if self.rgb:
-            hwc = np.ascontiguousarray(chosen.transpose(1, 2, 0))
-            if hwc.shape[:2] != (s, s):
-                hwc = np.asarray(Image.fromarray(hwc, mode="RGB").resize(
-                    (s, s), Image.Resampling.BICUBIC))
-            return np.ascontiguousarray(hwc.transpose(2, 0, 1))
-        raw = np.stack([resize_band(b, s) for b in chosen])
-        if self.band_min is None or self.band_max is None:
-            return np.rint(np.clip(raw, 0, 255)).astype(np.uint8)
-        return scale_to_uint8(raw, self.band_min, self.band_max)
+        if self.rgb:  # as data.reader.read_image resizes an RGB image
+            return resize_rgb(np.ascontiguousarray(chosen.transpose(1, 2, 0)), self.image_size)
+        return to_uint8(resize_bands(chosen, self.image_size), self.band_min, self.band_max)
 
 
 def band_reader(scene: Scene, info: dict[str, Any], run_dir: Path,
@@ -263,7 +257,7 @@ def band_reader(scene: Scene, info: dict[str, Any], run_dir: Path,
     the run's bands and the flag that fixes it."""
     channels, run_bands = int(info["channels"]), info.get("bands")
     band_min, band_max = info.get("band_min"), info.get("band_max")
-    rgb_run = channels == 3 and run_bands is None and band_min is None
+    rgb_run = reads_rgb(channels, run_bands, band_min)
     wanted = (", ".join(map(str, run_bands)) if run_bands else
               "R, G, B" if rgb_run else f"{channels} bands")
     problem = (f"scene {scene.path} has {scene.describe()}, but the run {run_dir} takes "

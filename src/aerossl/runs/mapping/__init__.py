@@ -2,7 +2,7 @@
 
 The scene (a GeoTIFF or any raster GDAL reads, with any compression and layout, or a plain
 JPEG/PNG) is cut into tiles that cover the same ground as the run's training images (see
-:mod:`aerossl.mapping.scene`: the run's recorded ground sample distance against the scene's;
+:mod:`aerossl.runs.mapping.scene`: the run's recorded ground sample distance against the scene's;
 in pixels when either is unknown, or as ``--tile-size``/``--tile-m`` say), each tile is read
 as the run read its training images (same bands, value scaling and resize to the run's image
 size) and the tiles are classified in batches by the run's evaluated (EMA) network.
@@ -22,7 +22,7 @@ NaN. A block that cannot be decoded stops the map: what was classified before it
 (the rest marked ``unread``) and the error names the file, the window and the tile row.
 
 Outputs (in ``out_dir``, written under temporary names and renamed when all are complete), see
-:mod:`aerossl.mapping.outputs`: ``classes.tif`` + ``classes.qml``, ``confidence.tif``,
+:mod:`aerossl.runs.mapping.outputs`: ``classes.tif`` + ``classes.qml``, ``confidence.tif``,
 ``tiles.geojson`` (georeferenced scenes only), ``preview.png`` and ``tiles.csv``. The GeoTIFFs'
 metadata say how tiles were sized (``TILE_PLAN``) and how values were scaled (``SCALING``).
 """
@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.checkpoint import staged_files
+from aerossl.engine.checkpoint import staged_files
 from aerossl.data.raster import GeoTransform
 from aerossl.errors import AerosslError, DataError
-from aerossl.mapping import outputs
-from aerossl.mapping.outputs import NODATA_CLASS
-from aerossl.mapping.scene import (
+from aerossl.runs.mapping import outputs
+from aerossl.runs.mapping.outputs import NODATA_CLASS
+from aerossl.runs.mapping.scene import (
     BandReader,
     TileGrid,
     band_reader,
@@ -56,7 +56,7 @@ from aerossl.mapping.scene import (
     open_scene,
     plan_tiles,
 )
-from aerossl.runs import add_run_options
+
 
 log = logging.getLogger("aerossl")
 
@@ -128,7 +128,7 @@ def map_scene(
     ``bands``: the scene's bands for the run's (indices or descriptions); ``stretch``: the
     percentiles that scale a 16-bit/float scene for a run of 8-bit images; ``out_dir``
     default: ``<scene stem>_map`` next to the scene."""
-    from aerossl.runs import load_run_config, load_run_network, resolve_device
+    from aerossl.runs.loader import load_run_config, load_run_network, resolve_device
     from aerossl.tasks import get_task
 
     start = time.perf_counter()
@@ -281,54 +281,5 @@ def _write(temps: dict[str, Path], scene: Any, grid: TileGrid, map_gt: GeoTransf
 # ----------------------------------------------------------------------------- CLI
 
 
-def _band(text: str) -> str | int:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def _handler(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}")
-        bands = None if args.bands is None else [_band(b) for b in args.bands.split(",")]
-        res = map_scene(args.run_dir, args.scene, args.out, args.tile_size, args.stride,
-                        args.batch_size, args.max_nodata, args.checkpoint, args.device,
-                        tile_m=args.tile_m, stride_m=args.stride_m, bands=bands,
-                        stretch=args.stretch)
-    print(f"mapped {res.num_tiles} tiles ({res.rows} x {res.cols}; {res.plan}): "
-          f"{res.num_classified} classified, {res.num_skipped} skipped as no data, "
-          f"{res.seconds:.1f} s ({res.tiles_per_second:.1f} tiles/s)")
-    print(f"  values: {res.scaling}")
-    for key, path in res.files.items():
-        print(f"  {key}: {path}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``map RUN_DIR SCENE`` on an ``add_subparsers()`` object."""
-    p = subparsers.add_parser("map", help="classify a large GeoTIFF/JPEG/PNG into a tile map")
-    p.add_argument("run_dir", help="run folder (config.yaml + checkpoints/)")
-    p.add_argument("scene", help="large GeoTIFF (any compression; RGB or the run's bands), "
-                   "JPEG or PNG")
-    p.add_argument("--out", "-o", default=None, help="output folder (default: SCENE_map)")
-    p.add_argument("--tile-size", type=int, default=None,
-                   help="tile size in scene pixels (default: the ground of a training image "
-                   "when both ground resolutions are known, else the images' native size)")
-    p.add_argument("--stride", type=int, default=None, help="tile step in px (default: tile)")
-    p.add_argument("--tile-m", type=float, default=None, help="tile size in metres")
-    p.add_argument("--stride-m", type=float, default=None, help="tile step in metres")
-    p.add_argument("--bands", default=None,
-                   help="the scene's bands for the run's, comma-separated 0-based indices or "
-                   "band descriptions in the run's order (e.g. 3,2,1 or B04,B03,B02)")
-    p.add_argument("--stretch", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="percentiles that scale a 16-bit/float scene to 8 bits for a run of "
-                   "8-bit images (default 2 98)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-nodata", type=float, default=0.5,
-                   help="skip tiles with more than this share of no-data pixels")
-    add_run_options(p)
-    p.set_defaults(func=_handler)
-    return p
-
-
-__all__ = ["NODATA_CLASS", "MapResult", "TileGrid", "add_parser", "map_scene",
+__all__ = ["NODATA_CLASS", "MapResult", "TileGrid", "map_scene",
            "native_tile_size", "open_scene"]

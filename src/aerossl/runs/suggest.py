@@ -50,9 +50,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.checkpoint import staged_files
+from aerossl.engine.checkpoint import staged_files
+from aerossl.data.dataset import task_of
 from aerossl.errors import AerosslError, DataError
-from aerossl.runs import add_run_options
+
 
 CSV_NAME, HTML_NAME, SPLIT_NAME = "suggestions.csv", "suggestions.html", "labeled.txt"
 SHEET_NAME = "suggestions.png"
@@ -242,7 +243,7 @@ def suggest_labels(
     from aerossl.augment import build_pipeline
     from aerossl.config import WEAK
     from aerossl.engine.data import load_data
-    from aerossl.runs import load_run_config, load_run_network, resolve_device
+    from aerossl.runs.loader import load_run_config, load_run_network, resolve_device
 
     start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -251,7 +252,7 @@ def suggest_labels(
     if views < 0 or diversity < 0:
         raise AerosslError(f"views and diversity must be >= 0, got {views}, {diversity}")
     cfg = load_run_config(run_dir)
-    if cfg.data.resolved_task() != "multiclass":
+    if task_of(cfg.data) != "multiclass":
         raise AerosslError(f"{run_dir} is a multilabel run; suggest-labels ranks multiclass "
                            "runs")
     dev = resolve_device(device)
@@ -316,7 +317,7 @@ def accept_labels(run_dir: str | Path, suggestions_csv: str | Path,
     the dataset (else a :class:`DataError` naming the row: fix the image's class folder or
     manifest row first)."""
     from aerossl.engine.data import read_dataset
-    from aerossl.runs import load_run_config
+    from aerossl.runs.loader import load_run_config
 
     run_dir, suggestions_csv = Path(run_dir), Path(suggestions_csv)
     cfg = load_run_config(run_dir)
@@ -361,44 +362,5 @@ def accept_labels(run_dir: str | Path, suggestions_csv: str | Path,
 # ----------------------------------------------------------------------------- CLI
 
 
-def _handler(args: argparse.Namespace) -> int:
-    test = Path(args.run_dir) / "split" / "test.txt"
-    if args.accept:
-        path = accept_labels(args.run_dir, args.accept, args.out)
-        print(f"split file: {path}")
-    else:
-        if args.budget is None:
-            raise AerosslError("give --budget N (or --accept CSV)")
-        res = suggest_labels(args.run_dir, args.budget, args.out, args.views, args.diversity,
-                             args.checkpoint, args.device)
-        print(f"{len(res.names)} of {res.pool_size} unlabelled images suggested "
-              f"({res.seconds:.1f} s); predicted classes: "
-              f"{len(set(res.predicted))} different")
-        for key, path in res.files.items():
-            print(f"  {key}: {path}")
-        path = res.files["split"]
-    print(f"train on them: aerossl train CONFIG data.labeled_names_file={path} "
-          f"data.test_names_file={test}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``suggest-labels RUN_DIR --budget N`` on an ``add_subparsers()`` object."""
-    p = subparsers.add_parser("suggest-labels", help="rank unlabelled images to label next")
-    p.add_argument("run_dir", help="run folder (config.yaml, checkpoints/, split/)")
-    p.add_argument("--budget", type=int, default=None, help="images to suggest")
-    p.add_argument("--out", "-o", default=None,
-                   help="output folder (default RUN_DIR/suggestions); with --accept the split "
-                   "file to write")
-    p.add_argument("--views", type=int, default=8, help="weak views averaged per image")
-    p.add_argument("--diversity", type=float, default=0.5,
-                   help="weight of the similarity penalty (0: uncertainty only)")
-    p.add_argument("--accept", metavar="CSV", default=None,
-                   help="write labeled.txt from a suggestions.csv whose label column is filled")
-    add_run_options(p)
-    p.set_defaults(func=_handler)
-    return p
-
-
-__all__ = ["SuggestResult", "accept_labels", "add_parser", "score_images", "select",
+__all__ = ["SuggestResult", "accept_labels", "score_images", "select",
            "suggest_labels"]

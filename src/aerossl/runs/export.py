@@ -3,7 +3,7 @@
 The exported model takes **raw images** and returns **class probabilities**:
 
 - input ``images``: ``N x C x S x S`` where ``S`` is the run's ``data.image_size`` (fixed; the
-  caller resizes, e.g. with :func:`aerossl.data.decode.read_image`) and ``C`` its channels (3,
+  caller resizes, e.g. with :func:`aerossl.data.reader.read_image`) and ``C`` its channels (3,
   RGB order). ``uint8`` in 0..255 by default, or ``float32`` in [0, 1] with
   ``input_dtype="float"``. The batch size ``N`` is dynamic.
 - output ``probabilities``: ``float32`` ``N x K`` softmax over the run's classes, in the order
@@ -11,7 +11,7 @@ The exported model takes **raw images** and returns **class probabilities**:
 
 Per-channel normalisation is part of the model; no other preprocessing is needed.
 
->>> from aerossl.export import export_run
+>>> from aerossl.runs.export import export_run
 >>> export_run("runs/demo_fixmatch", "onnx")          # runs/demo_fixmatch/export/model.onnx
 """
 
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models.onnx import OPSET, export_onnx
-from aerossl.runs import load_run_network
+from aerossl.runs.loader import load_run_network
 
 FORMATS = ("onnx", "torchscript")
 INPUT_DTYPES = ("uint8", "float")
@@ -98,7 +98,7 @@ def export_run(
     export written to that folder and ``exports`` lists every file there (``model.onnx`` and
     ``model.pt`` share ``model.json``).
     """
-    import aerossl
+    from aerossl.version import __version__
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
@@ -133,7 +133,7 @@ def export_run(
     sidecar = {
         "format": format,
         "file": output.name,
-        "aerossl_version": aerossl.__version__,
+        "aerossl_version": __version__,
         "torch_version": torch.__version__,
         "run_dir": str(run_dir.resolve()),
         "checkpoint": checkpoint,
@@ -182,26 +182,4 @@ def _previous_exports(meta: Path, run_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def _export(args: argparse.Namespace) -> int:
-    path = export_run(args.run_dir, args.format, args.output, args.checkpoint, args.input_dtype)
-    print(path)
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``export RUN_DIR --format onnx|torchscript ...`` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "export", help="export a run's model to ONNX or TorchScript (raw images -> probabilities)")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder")
-    p.add_argument("--format", required=True, choices=FORMATS, help="file format")
-    p.add_argument("--output", type=Path, default=None,
-                   help="output file (default RUN_DIR/export/model.onnx or model.pt)")
-    p.add_argument("--checkpoint", default="last", choices=CHECKPOINTS,
-                   help="which saved weights (default last)")
-    p.add_argument("--input-dtype", dest="input_dtype", default="uint8", choices=INPUT_DTYPES,
-                   help="uint8 images in 0..255 (default) or float images in [0, 1]")
-    p.set_defaults(func=_export)
-    return p
-
-
-__all__ = ["RawImageClassifier", "add_parser", "export_run", "load_run_network"]
+__all__ = ["RawImageClassifier", "export_run", "load_run_network"]

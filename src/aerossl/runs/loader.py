@@ -13,19 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from aerossl.checkpoint import load_checkpoint
-from aerossl.config import Config, config_from_dict, read_yaml
+from aerossl.engine.checkpoint import load_checkpoint
+from aerossl.config import Config, read_yaml
+from aerossl.data.dataset import task_of
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+from aerossl.validate import config_from_dict
 
 CHECKPOINTS = ("last", "best")  # the checkpoints a run folder keeps for inference
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options of every command that loads a trained run: which checkpoint, which device."""
-    parser.add_argument("--checkpoint", default="last", choices=CHECKPOINTS)
-    parser.add_argument("--device", default="auto")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +52,17 @@ def load_run_config(run_dir: Path) -> Config:
     return config_from_dict(read_yaml(path), str(path))
 
 
+def load_source_network(
+    source: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_run_network` of a run named as a config names a teacher or an original
+    network: a run folder (with ``checkpoint``), or its ``checkpoints/last.pt``/``best.pt``."""
+    path = Path(source).expanduser()
+    if path.suffix == ".pt" and path.parent.name == "checkpoints":  # RUN/checkpoints/best.pt
+        path, checkpoint = path.parent.parent, path.stem
+    return load_run_network(path, checkpoint, device)
+
+
 def load_run_network(
     run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -83,7 +90,7 @@ def load_run_network(
     info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
             "channels": channels, "step": int(state.get("step", -1)),
             "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-            "task": cfg.data.resolved_task(), "bands": cfg.data.bands,
+            "task": task_of(cfg.data), "bands": cfg.data.bands,
             "band_min": cfg.data.band_min, "band_max": cfg.data.band_max,
             "scaling": cfg.data.scaling, "gsd_m": cfg.data.gsd_m}
     return network, info

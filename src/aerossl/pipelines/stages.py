@@ -30,10 +30,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aerossl.config import CONTRASTIVE, config_from_dict, read_yaml
+from aerossl.config import CONTRASTIVE, read_yaml
 from aerossl.engine.checkpoint import writing
-from aerossl.engine.trainer import Trainer, load_run_config
+from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
+from aerossl.runs.loader import load_run_config
+from aerossl.validate import config_from_dict
 
 log = logging.getLogger("aerossl")
 

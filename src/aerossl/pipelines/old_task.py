@@ -9,12 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aerossl.algorithms.lwf import _source_run
-from aerossl.checkpoint import load_checkpoint
+from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.data import load_data
 from aerossl.engine.evaluate import evaluate_model
 from aerossl.errors import CheckpointError, ConfigError
-from aerossl.runs import load_run_config, load_run_network
+from aerossl.runs.loader import load_run_config, load_run_network, load_source_network
 
 
 def old_task_network(run_dir: str | Path, checkpoint: str = "last",
@@ -39,8 +38,7 @@ def old_task_network(run_dir: str | Path, checkpoint: str = "last",
     else:
         raise CheckpointError(f"{run_dir}: not a transfer run (no model.init), so it has no "
                               "old task")
-    run, source_checkpoint = _source_run(str(source), source_checkpoint)
-    original, info = load_run_network(run, source_checkpoint, device)
+    original, info = load_source_network(str(source), source_checkpoint, device)
     old_head = copy.deepcopy(original.head)
     if head is not None:
         old_head.load_state_dict(head)

@@ -17,7 +17,6 @@ spread) and the compare view of all cells (``compare.md``, ``compare.png``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -28,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from aerossl.config import Config, apply_overrides, config_from_dict
+from aerossl.config import Config, apply_overrides, raw_config_of, with_algorithm
 from aerossl.errors import ConfigError
+from aerossl.validate import config_from_dict
 
 log = logging.getLogger("aerossl")
 
@@ -109,8 +109,7 @@ class SweepResult:
 def cell_configs(raw: dict[str, Any], budgets: list[Budget], methods: list[str],
                  seeds: list[int], sweep_dir: Path) -> list[dict[str, Any]]:
     """Every cell of the grid (seed, budget, method order) with its validated raw config."""
-    from aerossl.api import _with_algorithm
-    from aerossl.pipeline import with_contrastive_views
+    from aerossl.pipelines.stages import with_contrastive_views
 
     base = config_from_dict(raw, "sweep config")
     counts = train_counts(base) if any(b.percent is not None for b in budgets) else None
@@ -120,7 +119,7 @@ def cell_configs(raw: dict[str, Any], budgets: list[Budget], methods: list[str],
             k = labels_per_class(budget, counts)
             for method in methods:
                 name = f"{method}_{budget.tag}_s{seed}"
-                cell = _with_algorithm(raw, method)
+                cell = with_algorithm(raw, method)
                 cell = {**cell, "name": name, "output_dir": str(sweep_dir), "seed": seed,
                         "data": {**(cell.get("data") or {}), "labels_per_class": k}}
                 cell = with_contrastive_views(cell)
@@ -138,13 +137,12 @@ def sweep(config: Config | str | Path | dict[str, Any],
           output_dir: str | Path | None = None, plots: bool = True) -> SweepResult:
     """Train (or continue) the grid of methods x label budgets x seeds; returns the result and
     writes the table, the plot and the compare view (see the module docstring)."""
-    from aerossl.api import _raw_config
-    from aerossl.pipeline import run_stage
+    from aerossl.pipelines.stages import run_stage
 
     if not methods or not seeds or not labels:
         raise ConfigError("sweep: give at least one method, one label budget and one seed")
     budgets = [parse_budget(b) for b in labels]
-    raw = apply_overrides(_raw_config(config), overrides)
+    raw = apply_overrides(raw_config_of(config), overrides)
     sweep_dir = Path(output_dir if output_dir is not None else raw.get("output_dir", "runs")) / name
     cells = cell_configs(raw, budgets, list(methods), [int(s) for s in seeds], sweep_dir)
     for i, cell in enumerate(cells, start=1):
@@ -158,7 +156,7 @@ def sweep(config: Config | str | Path | dict[str, Any],
                          aggregate(cells, budgets, list(methods)))
     result.files = write_tables(sweep_dir, cells, budgets, list(methods))
     if plots:
-        from aerossl.compare import write_comparison
+        from aerossl.runs.compare import write_comparison
 
         result.files["plot"] = plot_sweep(result.groups, result.cells, sweep_dir / "sweep.png")
         table, png = write_comparison([c["run_dir"] for c in cells], sweep_dir / "compare.png")
@@ -281,52 +279,5 @@ def plot_sweep(groups: list[dict[str, Any]], cells: list[dict[str, Any]], png: P
     return png
 
 
-def _split_overrides(values: list[str], overrides: list[str]) -> list[str]:
-    """Items of a list option that are ``key=value`` overrides (after the list) go to
-    ``overrides``."""
-    kept = []
-    for v in values:
-        (overrides if "=" in v else kept).append(v)
-    return kept
-
-
-def _handler(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    labels = _split_overrides(args.labels, overrides)
-    methods = _split_overrides(args.methods, overrides)
-    seeds_text = _split_overrides(args.seeds, overrides)
-    try:
-        seeds = [int(s) for s in seeds_text]
-    except ValueError:
-        raise ConfigError(f"--seeds: integers expected, got {seeds_text}") from None
-    from aerossl.api import find_config
-
-    result = sweep(find_config(args.config), labels, methods, seeds, overrides, args.name,
-                   args.output_dir, plots=not args.no_plots)
-    print(result.files["markdown"].read_text(), end="")
-    for key, path in result.files.items():
-        print(f"{key}: {path}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``sweep CONFIG [overrides] --labels ... --methods ... --seeds ...``."""
-    p = subparsers.add_parser("sweep", help="label-budget sweep: methods x labels x seeds, "
-                              "table and plot (resumes after a stop)")
-    p.add_argument("config", help="YAML config or shipped config name")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides of every cell")
-    p.add_argument("--labels", nargs="+", default=list(DEFAULT_LABELS),
-                   help="label budgets: labels per class (4), percent of each class's train "
-                   "part (10%%) or all (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", default=["supervised", "fixmatch"],
-                   help="algorithms (default: %(default)s)")
-    p.add_argument("--seeds", nargs="+", default=["0", "1"], help="seeds (default: 0 1)")
-    p.add_argument("--name", default="sweep", help="sweep folder under the output folder")
-    p.add_argument("--output-dir", default=None, help="parent folder (default: the config's)")
-    p.add_argument("--no-plots", action="store_true", help="tables only")
-    p.set_defaults(func=_handler)
-    return p
-
-
-__all__ = ["Budget", "SweepResult", "add_parser", "aggregate", "parse_budget", "plot_sweep",
+__all__ = ["Budget", "SweepResult", "aggregate", "parse_budget", "plot_sweep",
            "sweep", "sweep_markdown"]

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.data.decode import TIFF_EXTENSIONS, read_image
+from aerossl.data.decode import TIFF_EXTENSIONS
 from aerossl.data.folder import walk_images
 from aerossl.data.multispectral import spec_for_image
 from aerossl.data.raster import georeference, to_wgs84
+from aerossl.data.reader import read_for_run, read_image
 from aerossl.errors import AerosslError, DataError
-from aerossl.runs import add_run_options, load_run_network, resolve_device
+from aerossl.runs.loader import load_run_network, resolve_device
 from aerossl.tasks import get_task
 
 
@@ -105,12 +106,9 @@ def to_lat_lon(x: float, y: float, crs: int | str) -> tuple[float, float] | None
 def _decode(path: Path, image_size: int, geo: bool, info: dict[str, Any] | None = None
             ) -> tuple[np.ndarray | None, tuple[float, float, int] | None, str]:
     try:
-        spec = None
-        if info is not None and (info["channels"] != 3 or info.get("bands") is not None
-                                 or info.get("band_min") is not None):
-            spec = spec_for_image(path, info.get("bands"), info.get("band_min"),
-                                  info.get("band_max"))  # multispectral run
-        img = read_image(path, image_size, 3 if spec is None else info["channels"], spec)
+        img = (read_image(path, image_size) if info is None else
+               read_for_run(path, image_size, info["channels"], info.get("bands"),
+                            info.get("band_min"), info.get("band_max")))
     except Exception as exc:  # DataError mostly; never fatal for the whole run
         return None, None, str(exc)
     return img, geotiff_center(path) if geo else None, ""
@@ -230,34 +228,5 @@ def predict_paths(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _handler(args: argparse.Namespace) -> int:
-    res = predict_paths(args.run_dir, args.paths, args.output, args.top_k, args.batch_size,
-                        args.checkpoint, args.geojson, args.device)
-    print(f"predicted {res.num_predicted} of {res.num_images} images in {res.seconds:.1f} s "
-          f"({res.images_per_second:.1f} images/s), {res.num_georeferenced} georeferenced")
-    if res.unreadable:
-        print(f"{len(res.unreadable)} unreadable files (no CSV row):")
-        for path, reason in res.unreadable:
-            print(f"  {path}: {reason}")
-    print(f"predictions: {res.output_csv}")
-    if res.geojson:
-        print(f"geojson: {res.geojson}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``predict RUN_DIR PATH...`` on an ``add_subparsers()`` object."""
-    p = subparsers.add_parser("predict", help="classify new images with a trained run")
-    p.add_argument("run_dir", help="run folder (config.yaml + checkpoints/)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    p.add_argument("--output", "-o", default="predictions.csv", help="CSV to write")
-    p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
-    p.add_argument("--geojson", default=None, help="also write georeferenced points here")
-    p.add_argument("--batch-size", type=int, default=128)
-    add_run_options(p)
-    p.set_defaults(func=_handler)
-    return p
-
-
-__all__ = ["PredictResult", "add_parser", "find_images", "geotiff_center", "predict_paths",
+__all__ = ["PredictResult", "find_images", "geotiff_center", "predict_paths",
            "to_lat_lon"]

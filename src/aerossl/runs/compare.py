@@ -150,26 +150,8 @@ def write_comparison(run_dirs: list[str | Path], output_png: str | Path | None =
     return format_table(rows), png
 
 
-def _handler(args: argparse.Namespace) -> int:
-    table, png = write_comparison(args.run_dirs, args.plot)
-    print(table)
-    if png:
-        print(f"plot: {png}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``compare RUN_DIR... [--plot FILE]`` on an ``add_subparsers()`` object."""
-    p = subparsers.add_parser("compare", help="compare runs: table of accuracies, plot")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--plot", default=None, metavar="FILE", help="write accuracy curves (PNG)")
-    p.set_defaults(func=_handler)
-    return p
-
-
 __all__ = [
     "accuracy_curve",
-    "add_parser",
     "compare_runs",
     "format_table",
     "plot_curves",
