@@ -24,7 +24,9 @@ from aerossl.algorithms.targets import soft_cross_entropy
 # isort: split
 # registration, after the base names the modules import
 from aerossl.algorithms import (  # noqa: F401
+    adamatch,
     ccssl,
+    defixmatch,
     distill,
     fixmatch,
     flexmatch,
@@ -37,6 +39,8 @@ from aerossl.algorithms import (  # noqa: F401
     pi_model,
     pseudo_label,
     simclr,
+    simmatch,
+    softmatch,
     spatiotemporal,
     supervised,
     uda,
