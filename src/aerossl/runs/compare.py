@@ -7,7 +7,6 @@ the test-accuracy curves of all runs in one PNG.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path

@@ -17,7 +17,6 @@ Per-channel normalisation is part of the model; no other preprocessing is needed
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path

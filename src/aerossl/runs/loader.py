@@ -6,16 +6,15 @@ here, without the training engine.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.config import Config, read_yaml
 from aerossl.data.dataset import task_of
+from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized

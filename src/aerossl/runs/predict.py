@@ -10,7 +10,6 @@ Unreadable files are not fatal: they get no row and are listed in :class:`Predic
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -25,7 +24,6 @@ import torch
 
 from aerossl.data.decode import TIFF_EXTENSIONS
 from aerossl.data.folder import walk_images
-from aerossl.data.multispectral import spec_for_image
 from aerossl.data.raster import georeference, to_wgs84
 from aerossl.data.reader import read_for_run, read_image
 from aerossl.errors import AerosslError, DataError

@@ -36,7 +36,6 @@ from only the rows whose ``label`` is filled in, after checking each label again
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -50,10 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.engine.checkpoint import staged_files
 from aerossl.data.dataset import task_of
+from aerossl.engine.checkpoint import staged_files
 from aerossl.errors import AerosslError, DataError
-
 
 CSV_NAME, HTML_NAME, SPLIT_NAME = "suggestions.csv", "suggestions.html", "labeled.txt"
 SHEET_NAME = "suggestions.png"

@@ -29,7 +29,6 @@ metadata say how tiles were sized (``TILE_PLAN``) and how values were scaled (``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import warnings
@@ -42,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aerossl.engine.checkpoint import staged_files
 from aerossl.data.raster import GeoTransform
+from aerossl.engine.checkpoint import staged_files
 from aerossl.errors import AerosslError, DataError
 from aerossl.runs.mapping import outputs
 from aerossl.runs.mapping.outputs import NODATA_CLASS
@@ -56,7 +55,6 @@ from aerossl.runs.mapping.scene import (
     open_scene,
     plan_tiles,
 )
-
 
 log = logging.getLogger("aerossl")
 

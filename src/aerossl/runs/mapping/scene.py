@@ -34,8 +34,6 @@ from aerossl.data.raster import (
     GeoTransform,
     Raster,
     open_raster,
-    resize_band,
-    scale_to_uint8,
     select_bands,
 )
 from aerossl.data.reader import reads_rgb
