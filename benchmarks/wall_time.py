@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
+
 
 def grow(root: Path, n: int, out: Path, seed: int = 0) -> Path:
     """A class-folder set of ``n`` images: ``root``'s images and random crops of them."""
@@ -97,7 +100,7 @@ def main() -> None:
         + (f" on {args.grow_to:,} images (grown)" if args.grow_to else ""),
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores (AMD EPYC, no GPU), cold image cache "
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU), cold image cache "
         "and view bank per run",
         f"- command: `python benchmarks/wall_time.py {' '.join(sys.argv[1:])}`",
         f"- meanwhile: {args.context}",
