@@ -36,6 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
+
 ENTRY = 6  # ucmerced_pretrained_fixmatch: trainable_stages 3 of Lite0's 9 units
 
 
@@ -223,7 +226,7 @@ def main() -> None:
         "`ucmerced_pretrained_fixmatch`), float32 inputs, batches of 64.",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores (AMD EPYC, no GPU); torch "
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); torch "
         f"{torch.__version__}, Python {platform.python_version()}",
         f"- command: `python benchmarks/bank_speed.py {' '.join(sys.argv[1:])}`",
         f"- load average before: {load:.2f}; meanwhile: {args.context}",

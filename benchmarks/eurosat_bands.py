@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
+
 RGB = ["B04", "B03", "B02"]
 
 
@@ -102,13 +105,13 @@ def main() -> int:
                 accs.append(summary["final_acc"])
             rows.append({"model": spec, "bands": band_name, "accs": accs})
 
-    cpu = platform.processor() or "CPU"
+    cpu = cpu_name()
     cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     seeds = " ".join(map(str, args.seeds))
     lines = [
         "# EuroSAT: 13 Sentinel-2 bands vs RGB",
         "",
-        f"- date: {dt.date.today()}; machine: 2-core AMD EPYC CPU, no GPU ({cpu}); "
+        f"- date: {dt.date.today()}; machine: {os.cpu_count()} cores, no GPU ({cpu}); "
         f"{args.threads} thread(s) pinned to core(s) {cores} (taskset -c {cores}); "
         f"meanwhile: {args.context}; torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data}: 200 real EuroSAT Sentinel-2 L1C tiles (10 classes x 20, 13 "

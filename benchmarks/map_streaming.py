@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
+
 
 def _status_mib(field: str) -> float:
     with open("/proc/self/status") as fh:
@@ -184,7 +187,7 @@ def main() -> None:
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command: `{command}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores (2-core AMD EPYC, no GPU), "
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU), "
         f"pinned to core(s) {cores} (`taskset -c {cores}`); load average before "
         f"{load_before[0]:.2f}, after {load_after[0]:.2f}; meanwhile: {args.context}",
         "",

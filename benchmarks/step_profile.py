@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ from aerossl.algorithms import StepContext
 from aerossl.api import find_config
 from aerossl.engine.trainer import Trainer
 from aerossl.validate import load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
 
 HEADER = (
     "| date | config | overrides | threads | device | images/step | data s | model s | "
@@ -151,7 +155,7 @@ def write_roofline_row(args: argparse.Namespace, r: dict[str, float]) -> None:
                  "matrix multiplies; a convolution's backward counted with its groups);"
                  " GFLOP/s = GFLOP/step / wall s/step; matmul GFLOP/s: a "
                  "2048 x 2048 fp32 matrix multiply on the same threads. "
-                 f"Machine: {os.cpu_count()} cores (AMD EPYC, no GPU).\n\n" + HEADER_ROOFLINE)
+                 f"Machine: {os.cpu_count()} cores ({cpu_name()}, no GPU).\n\n" + HEADER_ROOFLINE)
     text += row
     if args.context:
         text += f"|  | *meanwhile: {args.context}* | | | | | | | | | | | | |\n"

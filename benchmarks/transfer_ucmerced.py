@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ from pathlib import Path
 import torch
 
 import aerossl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
 
 
 def subsets(data: Path, out: Path) -> tuple[Path, Path, list[str], list[str]]:
@@ -100,7 +104,7 @@ def main() -> int:
     rows = {r["stage"]: r for r in summary["stages"]}
     probe, random_probe = probes(out / "pipeline" / "source_simclr", out / "random-init")
     scratch = rows["target_scratch"]["final_acc"]
-    cpu = platform.processor() or "CPU"
+    cpu = cpu_name()
     lines = [
         "# Transfer learning across UC Merced classes",
         "",
@@ -175,11 +179,11 @@ def forgetting(args: argparse.Namespace, out: Path, source: Path, target: Path,
     rows = {r["stage"]: r for r in summary["stages"]}
     src_run = out / "forgetting" / "source_supervised"
     source_acc = rows["source_supervised"]["final_acc"]
-    cpu = platform.processor() or "CPU"
+    cpu = cpu_name()
     lines = [
         "# Learning without Forgetting across UC Merced classes",
         "",
-        f"- date: {dt.date.today()}; machine: 2-core AMD EPYC CPU, no GPU ({cpu}); 1 thread, "
+        f"- date: {dt.date.today()}; machine: {os.cpu_count()} cores, no GPU ({cpu}); 1 thread, "
         "pinned to core 0 (taskset -c 0); other engineers' tests on the other core; "
         f"torch {torch.__version__}, Python {platform.python_version()}",
         f"- data: {args.data}; 50/50 split per class; image size 32; model `cnn` (widths "
