@@ -90,7 +90,11 @@ def test_sweep_stopped_after_one_cell_resumes_and_writes_table_and_plot(
     table = (root / "sweep.md").read_text()
     sup = next(g for g in data["groups"] if g["method"] == "supervised" and g["budget"] == "1")
     assert "| labels | labelled images | supervised | fixmatch |" in table
-    assert f"| 1 | 5 | {100 * sup['mean']:.1f} ± {100 * sup['std']:.1f} (2) |" in table
+    low = min(float(r["min_class_acc"]) for r in rows
+              if r["method"] == "supervised" and r["budget"] == "1")
+    assert sup["min_class"] == pytest.approx(low)
+    assert (f"| 1 | 5 | {100 * sup['mean']:.1f} ± {100 * sup['std']:.1f} (2), lowest class "
+            f"{100 * low:.1f} |") in table
     assert "| 10% (2/class) | 10 |" in table and "8 of 8 cells finished" in table
     for png in (result.files["plot"], result.files["compare_plot"]):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -115,6 +119,11 @@ def test_sweep_cells_share_the_split_of_their_seed(five_classes: Path, tmp_path:
     assert _labeled(a) == _labeled(b) and len(_labeled(a)) == 10
     assert [(c["method"], c["num_labeled"], c["steps"]) for c in result.cells] == [
         ("supervised", 10, 2), ("fixmatch", 10, 2)]
+    for cell in result.cells:  # the lowest per-class accuracy, from the run's evaluation
+        per_class = json.loads((tmp_path / "mini" / cell["name"] / "eval.json").read_text())[
+            "per_class_accuracy"]
+        assert cell["min_class_acc"] == pytest.approx(min(per_class))
+        assert cell["min_class_acc"] <= cell["final_acc"]
     assert set(result.files) == {"markdown", "csv", "json"}
     assert not (tmp_path / "mini" / "sweep.png").exists()
     assert "| 2 | 10 |" in (tmp_path / "mini" / "sweep.md").read_text()

@@ -10,7 +10,9 @@ budget's labelled images are a subset of a larger one's.
 
 Running the same sweep again skips finished cells and resumes a stopped one from its last
 checkpoint. After each cell the sweep writes ``sweep.md``, ``sweep.csv`` (one row per cell) and
-``sweep.json`` (cells and per-budget mean, std, min and max over seeds); at the end also
+``sweep.json`` (cells and per-budget mean, std, min and max over seeds, and the lowest
+per-class test accuracy of any seed: a class whose pseudo-labels a neighbour absorbed shows
+there, not in the mean); at the end also
 ``sweep.png`` (accuracy vs labelled images, one line per method: mean over seeds with their
 spread) and the compare view of all cells (``compare.md``, ``compare.png``).
 """
@@ -150,7 +152,8 @@ def sweep(config: Config | str | Path | dict[str, Any],
         summary = run_stage(cell["raw"], sweep_dir / cell["name"], f"sweep cell {cell['name']}")
         cell.update(run_dir=str(sweep_dir / cell["name"]), num_labeled=summary["num_labeled"],
                     final_acc=summary["final_acc"], best_acc=summary["best_acc"],
-                    steps=summary["steps"], minutes=summary["minutes"])
+                    steps=summary["steps"], minutes=summary["minutes"],
+                    min_class_acc=lowest_class(sweep_dir / cell["name"]))
         write_tables(sweep_dir, cells, budgets, list(methods))
     result = SweepResult(sweep_dir, [_public(c) for c in cells],
                          aggregate(cells, budgets, list(methods)))
@@ -165,6 +168,16 @@ def sweep(config: Config | str | Path | dict[str, Any],
     return result
 
 
+def lowest_class(run_dir: Path) -> float | None:
+    """The lowest per-class test accuracy of a finished run (``eval.json``); None for runs
+    without one (multi-label)."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return None
+    per_class = json.loads(path.read_text()).get("per_class_accuracy")
+    return float(min(per_class)) if per_class else None
+
+
 def _public(cell: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cell.items() if k != "raw"}
 
@@ -172,7 +185,8 @@ def _public(cell: dict[str, Any]) -> dict[str, Any]:
 def aggregate(cells: list[dict[str, Any]], budgets: list[Budget], methods: list[str]
               ) -> list[dict[str, Any]]:
     """Per (budget, method) of the finished cells: labelled images, mean, std (over seeds,
-    ddof 1; 0 for one seed), min, max and the number of seeds."""
+    ddof 1; 0 for one seed), min, max, the lowest per-class accuracy of any seed
+    (``min_class``) and the number of seeds."""
     groups = []
     for budget in budgets:
         for method in methods:
@@ -181,18 +195,20 @@ def aggregate(cells: list[dict[str, Any]], budgets: list[Budget], methods: list[
             if not done:
                 continue
             accs = np.array([c["final_acc"] for c in done], dtype=float)
+            lows = [c.get("min_class_acc") for c in done]
             groups.append({
                 "budget": budget.text, "method": method,
                 "labels_per_class": done[0]["labels_per_class"],
                 "num_labeled": float(np.mean([c["num_labeled"] for c in done])),
                 "mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
                 else 0.0, "min": float(accs.min()), "max": float(accs.max()),
+                "min_class": None if None in lows else float(min(lows)),
                 "seeds": [c["seed"] for c in done], "n": len(done)})
     return groups
 
 
 CSV_FIELDS = ["method", "budget", "labels_per_class", "seed", "num_labeled", "final_acc",
-              "best_acc", "steps", "minutes", "run_dir"]
+              "min_class_acc", "best_acc", "steps", "minutes", "run_dir"]
 
 
 def write_tables(sweep_dir: Path, cells: list[dict[str, Any]], budgets: list[Budget],
@@ -233,11 +249,14 @@ def sweep_markdown(groups: list[dict[str, Any]], budgets: list[Budget], methods:
         cells = []
         for m in methods:
             g = by.get((b.text, m))
+            low = "" if g is None or g["min_class"] is None else \
+                f", lowest class {100 * g['min_class']:.1f}"
             cells.append("-" if g is None else
-                         f"{100 * g['mean']:.1f} ± {100 * g['std']:.1f} ({g['n']})")
+                         f"{100 * g['mean']:.1f} ± {100 * g['std']:.1f} ({g['n']}){low}")
         lines.append(f"| {b.text}{per} | {row[0]['num_labeled']:g} | " + " | ".join(cells) + " |")
-    note = (f"\nTest accuracy (%), mean ± standard deviation over seeds (number of seeds); "
-            f"{done} of {planned} cells finished.\n")
+    note = (f"\nTest accuracy (%) of the final weights, mean ± standard deviation over seeds "
+            f"(number of seeds), and the lowest per-class accuracy of any seed; {done} of "
+            f"{planned} cells finished.\n")
     return "\n".join(lines) + "\n" + note
 
 
