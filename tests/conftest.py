@@ -74,6 +74,26 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def stopped_and_resumed_state(cfg, tmp_path: Path) -> dict:
+    """Train ``cfg`` in one go and, in another folder, stop it after step 7 and resume it;
+    assert both end with the same algorithm state (every tensor equal) and the same final
+    accuracy, and return the uninterrupted run's algorithm state for further checks."""
+    import aerossl
+    from aerossl.engine.checkpoint import load_checkpoint
+    from aerossl.engine.trainer import Trainer
+
+    full = Trainer(cfg, tmp_path / "full").fit()
+    assert Trainer(cfg, tmp_path / "stopped").fit(until=7) is None
+    resumed = aerossl.resume(tmp_path / "stopped")
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    assert set(a) == set(b)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    assert resumed.final_acc == full.final_acc
+    return a
+
+
 class FixedLogits(nn.Module):
     """A 'model' that returns prescribed logits per input row (keyed by the first pixel)."""
 

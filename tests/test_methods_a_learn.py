@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, stopped_and_resumed_state
 
 import aerossl
 from aerossl.cli import main
-from aerossl.engine.checkpoint import load_checkpoint
-from aerossl.engine.trainer import Trainer
 
 METHODS = ["pseudo_label", "pi_model", "mean_teacher", "vat", "uda"]
 CONFIGS = Path(aerossl.__file__).parent / "configs"
@@ -60,20 +58,11 @@ def test_mean_teacher_resume_restores_the_teacher_exactly(five_classes: Path,
                                                          tmp_path: Path) -> None:
     cfg = aerossl.validate.config_from_dict(small_config(five_classes, tmp_path, "mean_teacher",
                                                        algorithm__rampup_fraction=0.2))
-    full = Trainer(cfg, tmp_path / "full").fit()
-    stopped = Trainer(cfg, tmp_path / "stopped")
-    assert stopped.fit(until=7) is None
-    resumed = aerossl.resume(tmp_path / "stopped")
-
-    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["algorithm"]
-    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["algorithm"]
+    a = stopped_and_resumed_state(cfg, tmp_path)
     teacher = [k for k in a if k.startswith("teacher.")]
     assert teacher and "teacher_updates" in a and int(a["teacher_updates"]) == 12
-    for key, value in a.items():
-        assert torch.equal(value, b[key]), key
     # the teacher is an average, not a copy, of the student
     assert not all(torch.equal(a[k], a["model." + k[len("teacher."):]]) for k in teacher)
-    assert resumed.final_acc == full.final_acc
 
 
 def test_every_part_a_method_trains_from_its_shipped_config_through_the_cli(
