@@ -33,7 +33,7 @@ from aerossl.algorithms.base import (
     ViewSpec,
     register_algorithm,
 )
-from aerossl.algorithms.contrastive import contrastive_loss
+from aerossl.algorithms.contrastive import contrastive_loss, projection_head
 from aerossl.algorithms.selectors import confident_pseudo_labels
 from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
@@ -63,9 +63,7 @@ class CCSSL(Algorithm):
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        width = model.num_features
-        self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
-                                        nn.Linear(width, self.p.proj_dim))
+        self.projection = projection_head(model.num_features, self.p.proj_dim)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+
+def projection_head(width: int, dim: int) -> nn.Sequential:
+    """The two-layer MLP projection of CCSSL and SimMatch: ``width -> width -> ReLU -> dim``."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, dim))
 
 
 def _similarities(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]:

@@ -35,6 +35,7 @@ from aerossl.algorithms.base import (
     ViewSpec,
     register_algorithm,
 )
+from aerossl.algorithms.contrastive import projection_head
 from aerossl.algorithms.targets import soft_cross_entropy
 
 __all__ = ["LabeledBank", "SimMatch", "propagate"]
@@ -100,9 +101,7 @@ class SimMatch(Algorithm):
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
         super().__init__(model, params, num_classes, **data)
-        width = model.num_features
-        self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
-                                        nn.Linear(width, self.p.proj_dim))
+        self.projection = projection_head(model.num_features, self.p.proj_dim)
         self.labeled_bank = LabeledBank(self.p.bank_size, self.p.proj_dim)
 
     @classmethod
