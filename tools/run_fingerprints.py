@@ -91,6 +91,10 @@ def runs(work: Path) -> dict[str, dict]:
         "noisy_student": config("noisy_student", work, algorithm__teacher=str(teacher),
                                 algorithm__threshold=0.2),
         "distill": config("distill", work, algorithm__teacher=str(teacher)),
+        "softmatch": config("softmatch", work),
+        "adamatch": config("adamatch", work, algorithm__threshold=0.6),
+        "defixmatch": config("defixmatch", work, algorithm__threshold=0.6),
+        "simmatch": config("simmatch", work),
     }
 
 

@@ -14,14 +14,9 @@ alone. The labelled strong views train in the same forward as the rest.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from pydantic import Field
-from torch import nn
 
 from aerossl.algorithms.base import (
-    Algorithm,
     AlgorithmParams,
     Batch,
     StepContext,
@@ -29,33 +24,20 @@ from aerossl.algorithms.base import (
     ViewSpec,
     register_algorithm,
 )
-from aerossl.algorithms.fixmatch import WeakStrongParams
-from aerossl.algorithms.selectors import FixedThreshold
+from aerossl.algorithms.fixmatch import FixMatch
 from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
 __all__ = ["DeFixMatch"]
 
 
 @register_algorithm("defixmatch")
-class DeFixMatch(Algorithm):
+class DeFixMatch(FixMatch):
     """FixMatch minus its own pseudo-label loss on the labelled images."""
-
-    class Params(WeakStrongParams):
-        threshold: float = Field(0.95, ge=0, le=1, description="confidence threshold tau")
-
-    def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
-                 **data: Any) -> None:
-        super().__init__(model, params, num_classes, **data)
-        self.thresholds = FixedThreshold(params.threshold)
 
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
         return ViewSpec(labeled={"weak": "weak", "strong": "strong"},
                         unlabeled={"weak": "weak", "strong": "strong"})
-
-    def _pseudo_labels(self, logits_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = self.align(torch.softmax(logits_weak.detach().float() / self.p.temperature, 1))
-        return probs.argmax(dim=1), self.thresholds(probs)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
@@ -67,8 +49,8 @@ class DeFixMatch(Algorithm):
         logits_x, logits_x_strong = logits_xs[:n], logits_xs[n:]
 
         loss_sup = soft_cross_entropy(logits_x, targets)
-        pseudo_x, mask_x = self._pseudo_labels(logits_x)
-        pseudo, mask = self._pseudo_labels(logits_weak)
+        pseudo_x, mask_x = self.pseudo_labels(logits_x)
+        pseudo, mask = self.pseudo_labels(logits_weak, batch.unlabeled_index)
         loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
         loss_bias = masked_cross_entropy(logits_x_strong, pseudo_x, mask_x)
         loss = (loss_sup + self.p.lambda_u * (loss_unsup - loss_bias)

@@ -72,9 +72,7 @@ class FixMatch(Algorithm):
 
         loss_sup = soft_cross_entropy(logits_x, targets)
         self.observe_labeled(logits_x)
-        probs = self.align(torch.softmax(logits_weak.float() / self.p.temperature, dim=1))
-        pseudo = probs.argmax(dim=1)
-        mask = self.thresholds(probs, batch.unlabeled_index)
+        pseudo, mask = self.pseudo_labels(logits_weak, batch.unlabeled_index)
         loss_unsup = masked_cross_entropy(logits_strong, pseudo, mask)
 
         loss = loss_sup + self.p.lambda_u * loss_unsup
@@ -85,6 +83,14 @@ class FixMatch(Algorithm):
         loss = loss + self.entropy_loss(logits_strong)
         log.update(self.thresholds.log())
         return StepOutput(loss, log, pseudo_labels=pseudo, mask=mask)
+
+    def pseudo_labels(self, logits_weak: Tensor, index: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Arg-max pseudo-labels of the (aligned, tempered) weak-view predictions and the
+        selector's mask or weights for them; ``index``: the images' dataset indices."""
+        probs = self.align(torch.softmax(logits_weak.detach().float() / self.p.temperature,
+                                         dim=1))
+        return probs.argmax(dim=1), self.thresholds(probs, index)
 
     def observe_labeled(self, logits_x: Tensor) -> None:
         """Hook: the labelled views' logits, before the unlabelled guesses are made (unused
