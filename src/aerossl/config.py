@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aerossl.errors import ConfigError, suggest
 
@@ -37,7 +37,19 @@ class DataConfig(_Section):
     """Where the images are and how they are split."""
 
     root: str = Field("demo", description="dataset folder (one sub-folder per class) or 'demo'")
-    image_size: int = Field(64, ge=8, description="images are resized to this square size")
+    image_size: int | Literal["auto"] = Field(
+        64, description="images are resized to this square size; auto: twice the source "
+        "images' shorter side, at most 224 (the pretrained weights' size), a multiple of 32 "
+        "(set when the config is validated, from one image per class)")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size_or_auto(cls, v: Any) -> int | str:
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 8):
+            return v
+        raise ValueError("an integer of at least 8 (pixels) or 'auto'")
     test_fraction: float = Field(0.5, gt=0, lt=1, description="test share of each class")
     labels_per_class: int | None = Field(
         4, ge=1, description="labelled images drawn per class from the train part (null: all)"

@@ -16,17 +16,23 @@ from pydantic import ValidationError
 from aerossl.algorithms import algorithm_names, get_algorithm
 from aerossl.augment import build_pipeline
 from aerossl.config import Config, parse_config, raw_config
-from aerossl.data.dataset import task_of
+from aerossl.data.dataset import resolve_image_size, task_of
 from aerossl.data.formats import check_layout
-from aerossl.errors import ConfigError, suggest
+from aerossl.errors import ConfigError, DataError, suggest
 from aerossl.models import model_params
 from aerossl.models.pretrained import pretrained_source
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Validate a raw dict into a :class:`~aerossl.config.Config`; errors name the source and
-    the key."""
+    the key. ``data.image_size: auto`` is resolved here, from the data (see
+    :func:`~aerossl.data.dataset.resolve_image_size`), so a run folder records the size used."""
     cfg = parse_config(raw, source)
+    if cfg.data.image_size == "auto":
+        try:
+            cfg.data.image_size = resolve_image_size(cfg.data)
+        except DataError as e:
+            raise ConfigError(f"{source}: data.image_size: auto: {e}") from None
     check_choices(cfg, source)
     return cfg
 

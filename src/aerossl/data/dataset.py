@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from aerossl.data import folder as _folder  # noqa: F401  (registers 'classes')
 from aerossl.data.formats import DEMO_ROOTS, FolderDataset, TaskName, format_for
 from aerossl.data.multilabel import (  # registers 'manifest' and 'bigearthnet'
@@ -60,6 +62,55 @@ def read_dataset(cfg: DataConfig) -> tuple[FolderDataset, Path]:
     elif not wants_multilabel and isinstance(dataset, MultiLabelDataset):
         dataset = as_multiclass(dataset)
     return dataset, source
+
+
+#: the largest size ``data.image_size: auto`` picks: the pretrained EfficientNet-Lite weights'
+AUTO_MAX_SIZE = 224
+
+
+def auto_image_size(side: int) -> int:
+    """``data.image_size: auto`` for source images whose shorter side is ``side`` pixels:
+    twice that side (small satellite chips gain from upsampling for ImageNet-pretrained
+    networks: EuroSAT's 64 px at 128 px, ``benchmarks/results/eurosat_usb_*.md``), rounded to
+    a multiple of 32, between 32 and :data:`AUTO_MAX_SIZE`."""
+    return int(min(AUTO_MAX_SIZE, max(32, 32 * int(2 * side / 32 + 0.5))))
+
+
+def source_side(path: Path) -> int:
+    """The shorter side in pixels of one image file (its header where the format allows; a
+    patch folder: its largest band file)."""
+    if path.is_dir():
+        sides = [source_side(p) for p in sorted(path.iterdir()) if p.suffix.lower() in
+                 (".tif", ".tiff", ".jp2")]
+        if not sides:
+            raise DataError(f"{path}: no band files to read the image size from")
+        return max(sides)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff", ".jp2"):  # rasters: GDAL reads any band count
+            import warnings
+
+            import rasterio
+
+            with warnings.catch_warnings():  # plain TIFFs have no geotransform: fine here
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    return int(min(src.width, src.height))
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(min(im.size))
+    except Exception as e:
+        raise DataError(f"{path}: cannot read the image size ({e})") from None
+
+
+def resolve_image_size(cfg: DataConfig) -> int:
+    """The size ``data.image_size: auto`` stands for: :func:`auto_image_size` of the smallest
+    shorter side among the first image of every class."""
+    dataset, _ = read_dataset(cfg)
+    labels = np.asarray(dataset.labels)
+    firsts = [0] if labels.ndim != 1 else sorted(
+        int(np.flatnonzero(labels == k)[0]) for k in np.unique(labels))
+    return auto_image_size(min(source_side(dataset.path(i)) for i in firsts))
 
 
 def recorded_root(cfg: DataConfig, source: Path) -> dict[str, str]:
