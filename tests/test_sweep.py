@@ -127,3 +127,31 @@ def test_sweep_cells_share_the_split_of_their_seed(five_classes: Path, tmp_path:
     assert set(result.files) == {"markdown", "csv", "json"}
     assert not (tmp_path / "mini" / "sweep.png").exists()
     assert "| 2 | 10 |" in (tmp_path / "mini" / "sweep.md").read_text()
+
+
+def test_recipe_choice_ranks_by_the_mean_over_shared_cells_not_the_best_cell(
+        tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from recipe_choice import choose, load_groups
+
+    def sweep_json(folder: Path, accs: dict[tuple[str, int], float]) -> Path:
+        folder.mkdir()
+        groups = [{"method": m, "budget": str(k), "labels_per_class": k, "mean": a, "std": 0.0,
+                   "n": 1, "min_class": a - 0.2} for (m, k), a in accs.items()]
+        (folder / "sweep.json").write_text(json.dumps({"groups": groups}))
+        return folder
+
+    # 'peaky' has the best single cell, 'steady' the best mean; a cell only one method has
+    # (set B, 4 labels) does not count
+    a = sweep_json(tmp_path / "a", {("peaky", 1): 0.95, ("steady", 1): 0.80,
+                                    ("peaky", 2): 0.60, ("steady", 2): 0.85})
+    b = sweep_json(tmp_path / "b", {("peaky", 1): 0.70, ("steady", 1): 0.75,
+                                    ("peaky", 4): 0.99})
+    ranking, shared = choose({"A": load_groups(a), "B": load_groups(b)}, ["peaky", "steady"])
+    assert shared == [("A", 1), ("A", 2), ("B", 1)]
+    assert [r["method"] for r in ranking] == ["steady", "peaky"]
+    assert ranking[0]["mean"] == pytest.approx((0.80 + 0.85 + 0.75) / 3)
+    assert ranking[1]["worst"] == pytest.approx(0.60)
+    assert ranking[0]["mean_lowest_class"] == pytest.approx((0.60 + 0.65 + 0.55) / 3)

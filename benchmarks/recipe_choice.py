@@ -1,0 +1,132 @@
+"""Choose the few-label recipe by its mean over data sets and label budgets, not its best cell.
+
+Reads finished ``aerossl sweep`` folders (one per data set; their ``sweep.json``) and writes
+one table: per method, every (set, labels per class) cell's mean test accuracy over seeds with
+its lowest per-class accuracy, then the method's mean over the cells every method has, its
+worst cell and its mean lowest class. The method with the highest mean over the shared cells
+is the recommendation (ties: the higher worst cell).
+
+    python benchmarks/recipe_choice.py --sweep "UC Merced=/runs/ucmerced" \\
+        --sweep "EuroSAT=/runs/eurosat" --methods fixmatch softmatch --baseline supervised \\
+        --out benchmarks/results/recipe_choice.md --note "what else ran"
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucmerced_4labels import cpu_name
+
+
+def load_groups(sweep_dir: Path) -> dict[tuple[str, int], dict]:
+    """``(method, labels per class) -> group`` of a sweep's ``sweep.json``."""
+    data = json.loads((sweep_dir / "sweep.json").read_text())
+    return {(g["method"], int(g["labels_per_class"])): g for g in data["groups"]
+            if g.get("labels_per_class") is not None}
+
+
+def choose(sets: dict[str, dict], methods: list[str]) -> tuple[list[dict], list[tuple]]:
+    """Per method its mean, worst cell and mean lowest class over the (set, budget) cells
+    that every method has; sorted best first."""
+    per_method = [{(name, k) for name, groups in sets.items() for (m, k) in groups
+                   if m == method} for method in methods]
+    shared = sorted(set.intersection(*per_method)) if per_method else []
+    rows = []
+    for method in methods:
+        accs = [sets[s][(method, k)]["mean"] for s, k in shared]
+        lows = [sets[s][(method, k)].get("min_class") for s, k in shared]
+        rows.append({"method": method, "cells": len(shared),
+                     "mean": float(np.mean(accs)) if accs else float("nan"),
+                     "worst": float(min(accs)) if accs else float("nan"),
+                     "mean_lowest_class": float(np.mean(lows)) if lows and None not in lows
+                     else None})
+    rows.sort(key=lambda r: (r["mean"], r["worst"]), reverse=True)
+    return rows, shared
+
+
+def cell_text(g: dict | None) -> str:
+    if g is None:
+        return "-"
+    low = "" if g.get("min_class") is None else f" (lowest class {100 * g['min_class']:.1f})"
+    spread = f" ± {100 * g['std']:.1f}" if g["n"] > 1 else ""
+    return f"{100 * g['mean']:.1f}{spread} [{g['n']}]{low}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", action="append", required=True, metavar="NAME=DIR",
+                    help="a data set's name and its finished sweep folder (repeat)")
+    ap.add_argument("--methods", nargs="+", required=True, help="the candidate methods")
+    ap.add_argument("--baseline", nargs="*", default=["supervised"],
+                    help="methods shown but not candidates")
+    ap.add_argument("--out", required=True, help="markdown file to write (and .json beside)")
+    ap.add_argument("--note", default="", help="what else ran on the machine, how cells ran")
+    ap.add_argument("--copy-plots", action="store_true",
+                    help="copy each sweep's sweep.png beside the table as <out>_<set>.png")
+    args = ap.parse_args()
+
+    sets: dict[str, dict] = {}
+    dirs: dict[str, Path] = {}
+    for item in args.sweep:
+        name, _, folder = item.partition("=")
+        dirs[name] = Path(folder)
+        sets[name] = load_groups(Path(folder))
+    ranking, shared = choose(sets, args.methods)
+    out = Path(args.out)
+    budgets = sorted({k for groups in sets.values() for (_, k) in groups})
+    lines = [
+        "# The few-label recipe: methods by their mean over data sets and label budgets", "",
+        f"- Date: {dt.date.today()}; machine: {cpu_name()}, no GPU.",
+        f"- Command: `python benchmarks/recipe_choice.py {' '.join(sys.argv[1:])}`",
+        f"- Sweeps read: {', '.join(f'{n}: `{d}`' for n, d in dirs.items())}.",
+    ]
+    if args.note:
+        lines.append(f"- {args.note}")
+    lines += [
+        "- Cells: test accuracy (%) of the final EMA weights, mean ± std over seeds [number of "
+        "seeds] and the lowest per-class accuracy of any seed; same labels for every method of "
+        "a seed.", "",
+        "| set | method | " + " | ".join(f"{k} label{'s' if k > 1 else ''}/class"
+                                      for k in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets)]
+    for name, groups in sets.items():
+        for method in [*args.baseline, *args.methods]:
+            if not any(m == method for m, _ in groups):
+                continue
+            lines.append(f"| {name} | {method} | " + " | ".join(
+                cell_text(groups.get((method, k))) for k in budgets) + " |")
+    lines += ["", f"Candidates over the {len(shared)} cells every candidate has "
+              f"({', '.join(f'{s} {k}' for s, k in shared)}):", "",
+              "| rank | method | mean over cells | worst cell | mean lowest class |",
+              "|---|---|---|---|---|"]
+    for i, r in enumerate(ranking, start=1):
+        low = "-" if r["mean_lowest_class"] is None else f"{100 * r['mean_lowest_class']:.1f}"
+        lines.append(f"| {i} | {r['method']} | {100 * r['mean']:.1f} | "
+                     f"{100 * r['worst']:.1f} | {low} |")
+    if ranking:
+        lines += ["", f"Recommended by this rule: **{ranking[0]['method']}**."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({
+        "ranking": ranking, "shared_cells": shared,
+        "sets": {n: [g for g in groups.values()] for n, groups in sets.items()}}, indent=2))
+    if args.copy_plots:
+        for name, folder in dirs.items():
+            png = folder / "sweep.png"
+            if png.is_file():
+                slug = name.lower().replace(" ", "_")
+                shutil.copyfile(png, out.with_name(f"{out.stem}_{slug}.png"))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
