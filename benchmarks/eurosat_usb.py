@@ -18,7 +18,7 @@ rates; ViT-S with 2-px patches, ``vit_small_patch2_32``, pretrained on ImageNet-
 which favours it: the two are printed side by side, marked, with both budgets.
 
     python benchmarks/eurosat_usb.py --data /path/to/EuroSAT/2750 --labels 2 4 --seeds 0 1 2 \
-        --configs eurosat_pretrained_supervised few_label_pretrained \
+        --configs ucmerced_pretrained_supervised few_labels \
         --out benchmarks/results/eurosat_usb.md
 
 Each row also gives the lowest per-class test accuracy over the cell's seeds (the class whose
