@@ -35,6 +35,9 @@ from ucmerced_4labels import cpu_name
 DEFAULT_CONFIGS = ("ucmerced_pretrained_supervised", "ucmerced_pretrained_fixmatch")
 
 
+_FEATURES: dict = {}  # pooled features of every image, extracted once per process
+
+
 def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
     """Row (a) for every seed: pooled features of the frozen pretrained network, then
     logistic regression on the labelled images."""
@@ -52,10 +55,11 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
     torch.set_num_threads(args.threads)
     cfg = load_config(None, [f"data.root={args.data}", f"data.image_size={args.image_size}",
                              f"data.labels_per_class={'null' if labels == 'all' else labels}"])
-    rows, features, extract_min = [], None, 0.0
+    rows = []
+    features, extract_min = _FEATURES.get("features"), _FEATURES.get("minutes", 0.0)
     for seed in args.seeds:
         data = load_data(cfg.data, seed)
-        if features is None:
+        if features is None:  # the plain images' features do not depend on labels or seed
             t0 = time.perf_counter()
             src = pretrained_source(args.model, "imagenet")
             backbone = create_model(args.model, data.num_classes, data.channels)
@@ -64,6 +68,7 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
             features = predict(feats, data.images, np.arange(len(data.labels)), 64,
                                torch.device("cpu")).numpy()
             extract_min = (time.perf_counter() - t0) / 60
+            _FEATURES.update(features=features, minutes=extract_min)
         t0 = time.perf_counter()
         y = data.labels.numpy()
         clf = LogisticRegression(max_iter=5000).fit(features[data.split.labeled],
@@ -181,7 +186,8 @@ def main() -> None:
     p.add_argument("--data", required=True, help="UC Merced class folders")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--labels", nargs="+", default=["4"], help="labels per class, or 'all'")
-    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    p.add_argument("--configs", nargs="*", default=list(DEFAULT_CONFIGS),
+                   help="recipes to train (none: the logistic-regression rows only)")
     p.add_argument("--no-logreg", action="store_true", help="skip row (a)")
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=224)
