@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aerossl.pipelines.sweep import lowest_class
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ucmerced_4labels import cpu_name
 
@@ -99,10 +101,9 @@ def run_cell(args: argparse.Namespace, config: str, labels: int, seed: int,
                                                  if args.cache_dir else {})})
         (run_dir / "wall_minutes.txt").write_text(f"{(time.perf_counter() - t0) / 60:.3f}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    per_class = json.loads((run_dir / "eval.json").read_text())["per_class_accuracy"]
     wall = run_dir / "wall_minutes.txt"
     row = {"config": config, "labels": labels * 10, "seed": seed, "acc": summary["final_acc"],
-           "min_class_acc": min(per_class), "steps": summary["steps"],
+           "min_class_acc": lowest_class(run_dir), "steps": summary["steps"],
            "minutes": float(wall.read_text()) if wall.is_file() else summary["minutes"],
            "bank_minutes": summary.get("bank_minutes", 0.0), "threads": summary.get("threads")}
     print(f"{name}: {row['acc']:.4f} (lowest class {row['min_class_acc']:.3f}, "

@@ -403,11 +403,6 @@ def test_dihedral_bank_views_are_flips_and_rotations_of_the_banked_maps() -> Non
     assert sum(torch.equal(y[i], x[i]) for i in range(len(x))) < 32  # most are transformed
 
 
-FEW_LABELS_SMALL = ["train.steps=4", "train.eval_every=4", "bank.views=1", "train.batch_size=10",
-                    "train.mu=1", "train.progress=false", "train.tensorboard=false", "report=[]",
-                    "data.labels_per_class=2"]
-
-
 def test_the_few_label_recipe_sizes_itself_to_the_data(five_classes: Path) -> None:
     """``few_labels``: SoftMatch on the pretrained Lite0; 64 px sources train at 128 px."""
     cfg = aerossl.load_config(aerossl.find_config("few_labels"), [f"data.root={five_classes}"])
@@ -419,8 +414,11 @@ def test_the_few_label_recipe_sizes_itself_to_the_data(five_classes: Path) -> No
 @pytest.mark.slow
 def test_the_few_label_recipe_trains_and_records_its_size(five_classes: Path,
                                                           tmp_path: Path) -> None:
+    small = ["train.steps=4", "train.eval_every=4", "bank.views=1", "train.batch_size=10",
+             "train.mu=1", "train.progress=false", "train.tensorboard=false", "report=[]",
+             "data.labels_per_class=2"]
     result = aerossl.train("few_labels", [f"data.root={five_classes}", f"output_dir={tmp_path}",
-                                          *FEW_LABELS_SMALL])
+                                          *small])
     assert result.steps == 4 and 0.0 <= result.final_acc <= 1.0
     saved = aerossl.load_config(result.run_dir / "config.yaml")
     assert saved.data.image_size == 128 and saved.algorithm.name == "softmatch"

@@ -76,25 +76,23 @@ def auto_image_size(side: int) -> int:
     return int(min(AUTO_MAX_SIZE, max(32, 32 * int(2 * side / 32 + 0.5))))
 
 
+_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
+
+
 def source_side(path: Path) -> int:
     """The shorter side in pixels of one image file (its header where the format allows; a
     patch folder: its largest band file)."""
     if path.is_dir():
         sides = [source_side(p) for p in sorted(path.iterdir()) if p.suffix.lower() in
-                 (".tif", ".tiff", ".jp2")]
+                 _RASTER_SUFFIXES]
         if not sides:
             raise DataError(f"{path}: no band files to read the image size from")
         return max(sides)
+    if path.suffix.lower() in _RASTER_SUFFIXES:  # rasters: GDAL reads any band count
+        from aerossl.data.raster import raster_size
+
+        return int(min(raster_size(path)))
     try:
-        if path.suffix.lower() in (".tif", ".tiff", ".jp2"):  # rasters: GDAL reads any band count
-            import warnings
-
-            import rasterio
-
-            with warnings.catch_warnings():  # plain TIFFs have no geotransform: fine here
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                with rasterio.open(path) as src:
-                    return int(min(src.width, src.height))
         from PIL import Image
 
         with Image.open(path) as im:
