@@ -129,6 +129,35 @@ def test_sweep_cells_share_the_split_of_their_seed(five_classes: Path, tmp_path:
     assert "| 2 | 10 |" in (tmp_path / "mini" / "sweep.md").read_text()
 
 
+def test_sweep_report_tables_the_finished_cells_and_trains_nothing(
+    five_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--report``: a grid larger than what ran; only finished cells in the table, no run."""
+    cfg = small_config(five_classes, tmp_path, "fixmatch", train__steps=2, train__eval_every=2,
+                       train__mu=1)
+    aerossl.sweep(cfg, labels=["2"], methods=["supervised"], seeds=[0], name="part",
+                  plots=False)
+
+    def no_training(*args: object, **kwargs: object) -> dict:
+        raise AssertionError("report mode trained a cell")
+
+    monkeypatch.setattr(pipeline, "run_stage", no_training)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--labels", "1", "2", "--methods", "supervised",
+                 "fixmatch", "--seeds", "0", "1", "--name", "part", "--no-plots",
+                 "--report"]) == 0
+    root = tmp_path / "part"
+    assert not (root / "fixmatch_2_s0").exists() and not (root / "supervised_1_s0").exists()
+    rows = list(csv.DictReader((root / "sweep.csv").open()))
+    assert [(r["method"], r["budget"], r["seed"]) for r in rows] == [("supervised", "2", "0")]
+    table = (root / "sweep.md").read_text()
+    assert "1 of 8 cells finished" in table and "| 2 | 10 |" in table and "| 1 |" not in table
+    with pytest.raises(ConfigError, match="no finished cell"):
+        aerossl.sweep(cfg, labels=["4"], methods=["supervised"], seeds=[0], name="part",
+                      train=False)
+
+
 def test_recipe_choice_ranks_by_the_mean_over_shared_cells_not_the_best_cell(
         tmp_path: Path) -> None:
     import sys

@@ -185,15 +185,18 @@ def sweep(config: Config | str | Path | dict[str, Any],
                                                             "all"),
           methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
           seeds: list[int] | tuple[int, ...] = (0, 1), overrides: list[str] | None = None,
-          name: str = "sweep", output_dir: str | Path | None = None, plots: bool = True) -> Any:
+          name: str = "sweep", output_dir: str | Path | None = None, plots: bool = True,
+          train: bool = True) -> Any:
     """The label-budget sweep (:mod:`aerossl.pipelines.sweep`): every method x label budget x
     seed as a run under ``output_dir/name``, resumable; writes sweep.md/.csv/.json, sweep.png and
-    the compare view, and returns a :class:`aerossl.pipelines.sweep.SweepResult`."""
+    the compare view, and returns a :class:`aerossl.pipelines.sweep.SweepResult`.
+    ``train=False`` only reports the grid's finished cells."""
     from aerossl.pipelines import sweep as label_sweep
 
     if not isinstance(config, Config | dict):
         config = find_config(config)
-    return label_sweep.sweep(config, labels, methods, seeds, overrides, name, output_dir, plots)
+    return label_sweep.sweep(config, labels, methods, seeds, overrides, name, output_dir, plots,
+                             train)
 
 
 def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "pseudo_labels.csv",

@@ -29,7 +29,7 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--seeds: integers expected, got {seeds_text}") from None
     result = api.sweep(args.config, labels, methods, seeds, overrides, args.name,
-                       args.output_dir, plots=not args.no_plots)
+                       args.output_dir, plots=not args.no_plots, train=not args.report)
     print(result.files["markdown"].read_text(), end="")
     for key, path in result.files.items():
         print(f"{key}: {path}")
@@ -50,4 +50,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--name", default="sweep", help="sweep folder under the output folder")
     p.add_argument("--output-dir", default=None, help="parent folder (default: the config's)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: tables and plots of the grid's finished cells")
     p.set_defaults(func=_sweep)

@@ -15,6 +15,10 @@ per-class test accuracy of any seed: a class whose pseudo-labels a neighbour abs
 there, not in the mean); at the end also
 ``sweep.png`` (accuracy vs labelled images, one line per method: mean over seeds with their
 spread) and the compare view of all cells (``compare.md``, ``compare.png``).
+
+``--report`` trains nothing: it writes the same files from the grid's finished cells, for a
+sweep whose cells run in several processes (one per core or machine, each its own part of the
+grid) or one stopped part-way; the table says how many of the planned cells it covers.
 """
 
 from __future__ import annotations
@@ -136,9 +140,13 @@ def sweep(config: Config | str | Path | dict[str, Any],
           methods: list[str] | tuple[str, ...] = ("supervised", "fixmatch"),
           seeds: list[int] | tuple[int, ...] = (0, 1),
           overrides: list[str] | None = None, name: str = "sweep",
-          output_dir: str | Path | None = None, plots: bool = True) -> SweepResult:
+          output_dir: str | Path | None = None, plots: bool = True,
+          train: bool = True) -> SweepResult:
     """Train (or continue) the grid of methods x label budgets x seeds; returns the result and
-    writes the table, the plot and the compare view (see the module docstring)."""
+    writes the table, the plot and the compare view (see the module docstring). With
+    ``train=False`` nothing trains: the tables and plots cover the grid's finished cells (a sweep
+    whose cells ran in several processes, or one stopped part-way), the others are counted as
+    not finished."""
     from aerossl.pipelines.stages import run_stage
 
     if not methods or not seeds or not labels:
@@ -148,21 +156,34 @@ def sweep(config: Config | str | Path | dict[str, Any],
     sweep_dir = Path(output_dir if output_dir is not None else raw.get("output_dir", "runs")) / name
     cells = cell_configs(raw, budgets, list(methods), [int(s) for s in seeds], sweep_dir)
     for i, cell in enumerate(cells, start=1):
-        log.info("sweep %s: cell %d/%d %s", name, i, len(cells), cell["name"])
-        summary = run_stage(cell["raw"], sweep_dir / cell["name"], f"sweep cell {cell['name']}")
+        summary_path = sweep_dir / cell["name"] / "summary.json"
+        if train:
+            log.info("sweep %s: cell %d/%d %s", name, i, len(cells), cell["name"])
+            summary = run_stage(cell["raw"], sweep_dir / cell["name"],
+                                f"sweep cell {cell['name']}")
+        elif summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+        else:
+            log.info("sweep %s: cell %s not finished, left out", name, cell["name"])
+            continue
         cell.update(run_dir=str(sweep_dir / cell["name"]), num_labeled=summary["num_labeled"],
                     final_acc=summary["final_acc"], best_acc=summary["best_acc"],
                     steps=summary["steps"], minutes=summary["minutes"],
                     min_class_acc=lowest_class(sweep_dir / cell["name"]))
-        write_tables(sweep_dir, cells, budgets, list(methods))
-    result = SweepResult(sweep_dir, [_public(c) for c in cells],
+        if train:
+            write_tables(sweep_dir, cells, budgets, list(methods))
+    finished = [c for c in cells if c.get("final_acc") is not None]
+    if not finished:
+        raise ConfigError(f"sweep {name}: no finished cell of this grid in {sweep_dir}")
+    result = SweepResult(sweep_dir, [_public(c) for c in finished],
                          aggregate(cells, budgets, list(methods)))
     result.files = write_tables(sweep_dir, cells, budgets, list(methods))
     if plots:
         from aerossl.runs.compare import write_comparison
 
         result.files["plot"] = plot_sweep(result.groups, result.cells, sweep_dir / "sweep.png")
-        table, png = write_comparison([c["run_dir"] for c in cells], sweep_dir / "compare.png")
+        table, png = write_comparison([c["run_dir"] for c in finished],
+                                      sweep_dir / "compare.png")
         (sweep_dir / "compare.md").write_text(table + "\n")
         result.files.update(compare=sweep_dir / "compare.md", compare_plot=png)
     return result
