@@ -246,14 +246,15 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= 1e-2 * b.abs().max())
 
 
-def _bank(trainer: Trainer, folder: Path, backend: str = "auto", dtype: str = "float16"):
+def _bank(trainer: Trainer, folder: Path, backend: str = "auto", dtype: str = "float16",
+          views: int = 2):
     from aerossl.augment import build_pipeline
     from aerossl.engine.bank import ViewBank
 
     cfg = trainer.cfg
     pipelines = {p: build_pipeline(cfg.augment[p]) for p in ("weak", "strong")}
     return ViewBank(trainer._network, trainer.entry, trainer.data, pipelines,
-                    {p: cfg.augment[p] for p in pipelines}, 2, 0, dtype, folder,
+                    {p: cfg.augment[p] for p in pipelines}, views, 0, dtype, folder,
                     trainer.device, backend=backend)
 
 
@@ -359,6 +360,93 @@ def test_runs_sharing_a_bank_compute_each_view_once_and_wait_for_each_other(
     other.release()
     waiter.join(60)
     assert not waiter.is_alive() and sum(calls) > computed
+
+
+CLAIM_HOLDER = """
+import fcntl, sys, time
+with open(sys.argv[1], "a+b") as f:
+    fcntl.lockf(f, fcntl.LOCK_EX, 1, int(sys.argv[2]))
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""  # another run's process: claims one chunk, then dies without recording it
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fcntl") is None, reason="no byte-range locks")
+def test_runs_filling_one_bank_skip_each_others_chunks_and_finish_a_dead_ones(
+    trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from aerossl.engine import bank
+
+    monkeypatch.setattr(bank, "CHUNK", 8)
+    idx = np.arange(0, 200, 7)  # 29 images: 4 chunks per pipeline
+    shared = _bank(trainer, tmp_path / "shared")
+    held = idx[:8].tolist()  # the first chunk of the plain images: another process has it
+    offset = bank._claim_offset(shared.clean_store, len(trainer.data.labels), held[0])
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_HOLDER, str(shared.folder / ".claims"),
+                               str(offset), "2"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    order: list[tuple[str, list[int]]] = []
+    compute = bank.ViewBank._compute
+
+    def recorded(self, bottom, pipeline, store, images):
+        order.append((pipeline, images.tolist()))
+        return compute(self, bottom, pipeline, store, images)
+
+    monkeypatch.setattr(bank.ViewBank, "_compute", recorded)
+    shared.fill(idx, idx)
+    holder.wait(30)
+    # every free chunk first, the claimed one last (after its holder died, computed here)
+    assert order[-1] == (bank.CLEAN, held) and (bank.CLEAN, held) not in order[:-1]
+    assert len(order) == 3 * 4
+    reopened = _bank(trainer, tmp_path / "shared")
+    assert all(set(idx) <= s.done for s in (reopened.clean_store, *reopened.stores.values()))
+    alone = _bank(trainer, tmp_path / "alone")
+    alone.fill(idx, idx)
+    assert _close(alone.clean[idx], shared.clean[idx])
+    assert _close(alone.draws("strong")[:, idx], shared.draws("strong")[:, idx])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("fcntl") is None, reason="no byte-range locks")
+def test_two_runs_started_together_fill_their_bank_once_between_them(
+    five_classes: Path, tmp_path: Path
+) -> None:
+    """Two processes (two sweep cells, one per core) with a cold bank: every view computed
+    once in all, by whichever run claimed it, and the bank a single run would have built."""
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = _bank_config(five_classes, tmp_path, train__steps=2, train__eval_every=2,
+                       train__num_threads=1)
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["bank"]["dir"] = str(tmp_path / "banks")
+    runner = Path(__file__).parent / "fault_runner.py"
+    procs = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**raw, "name": name}))
+        procs.append(subprocess.Popen([sys.executable, str(runner), "train", str(path)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    shares = [re.findall(r"this run computed (\d+) of the (\d+) image views", t) for t in logs]
+    computed = sum(int(m[0][0]) for m in shares if m)
+    assert computed == max(int(m[0][1]) for m in shares if m) > 0, logs  # each view once
+    trainer = Trainer(config_from_dict(raw), tmp_path / "probe")
+    filled = _bank(trainer, tmp_path / "banks", views=3)
+    idx = np.union1d(trainer.data.split.labeled, trainer.data.split.unlabeled)
+    alone = _bank(trainer, tmp_path / "alone", views=3)
+    alone.fill(idx, idx)
+    assert set(idx) <= filled.stores["strong"].done
+    assert _close(alone.draws("strong")[:, idx], filled.draws("strong")[:, idx])
+    assert _close(alone.clean[idx], filled.clean[idx])
 
 
 @pytest.mark.slow

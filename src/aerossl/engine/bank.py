@@ -18,8 +18,13 @@ the frozen units (:mod:`aerossl.engine.bottom`; each file name the pipeline's sp
 and seed): any change gives a new bank. A data file of the wrong
 size is rebuilt; images are marked done (atomic rename) only after their data is flushed, so
 a killed build never leaves a view that is trusted but not written. Runs that share a bank
-(two seeds started together) take turns on an OS file lock over the folder: the second waits
-while the first computes, then finds the views done.
+(two seeds or two sweep cells started together, one per core) fill it together: each claims a
+chunk of ``CHUNK`` images of one pipeline with an OS byte-range lock on ``.claims`` (released by
+the OS when a process dies), computes it and records it under the folder's lock; a chunk
+another process holds is skipped and, once this process has nothing else left, waited for (and
+computed if that process died without recording it). Under ``torchrun`` the ranks of one run
+split every round of chunks instead, and where byte-range locks are missing (Windows) runs take
+turns on the folder's lock.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs sharing a bank take turns
+    fcntl = None  # type: ignore[assignment]
 
 from aerossl.augment import Compose
 from aerossl.batch import ViewSpec
@@ -187,20 +197,89 @@ class ViewBank:
 
         Under ``torchrun`` every rank calls this with the same arguments: rank 0 holds the
         folder's lock, each rank computes its share of every round of ``CHUNK`` images per
-        rank, and rank 0 records a round as done once every rank has flushed its share."""
+        rank, and rank 0 records a round as done once every rank has flushed its share. A
+        single process shares the work with other runs filling the same bank (module
+        docstring)."""
+        if world_size == 1 and fcntl is not None:
+            self._fill_shared(augmented, clean)
+            return
         with self._locked() if rank == 0 else contextlib.nullcontext():
             distributed.barrier()  # the other ranks wait while rank 0 takes the lock
             self._fill(augmented, clean, rank, world_size)
             distributed.barrier()
 
-    def _fill(self, augmented: np.ndarray, clean: np.ndarray, rank: int,
-              world_size: int) -> None:
+    def _todo(self, augmented: np.ndarray, clean: np.ndarray
+              ) -> tuple[list[tuple[str, _Store, list[int]]], int]:
+        """Per pipeline the images not yet computed (after reading what other runs recorded),
+        and the number of image views they make."""
         for store in (self.clean_store, *self.stores.values()):
             store.refresh()  # what another run computed while this one waited
         work = [(CLEAN, self.clean_store, [int(i) for i in clean])]
         work += [(p, s, [int(i) for i in augmented]) for p, s in self.stores.items()]
         work = [(p, s, [i for i in idx if i not in s.done]) for p, s, idx in work]
-        total = sum(len(idx) * (1 if p == CLEAN else self.views) for p, _, idx in work)
+        return work, sum(len(idx) * self._views_of(p) for p, _, idx in work)
+
+    def _views_of(self, pipeline: str) -> int:
+        return 1 if pipeline == CLEAN else self.views
+
+    def _bottom(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return frozen_bottom(self._network, self.entry, self.backend,
+                             self._data.images[:1].to(self.device).float().div(255.0))
+
+    def _fill_shared(self, augmented: np.ndarray, clean: np.ndarray) -> None:
+        """Fill alongside any other process filling this bank: claim a chunk (non-blocking
+        byte-range lock), compute what is still missing in it, record it under the folder's
+        lock; chunks held by others are waited for at the end."""
+        work, total = self._todo(augmented, clean)
+        if not total:
+            return
+        log.info("view bank: %d image views to compute at %s (%s)", total, self.folder,
+                 self.backend)
+        chunks = [(p, s, idx[c:c + CHUNK]) for p, s, idx in work for c in range(0, len(idx), CHUNK)]
+        network = self._network
+        was_training = network.training
+        network.eval()
+        bottom = self._bottom()
+        start, finished, mine, last = time.perf_counter(), 0, 0, 0.0
+        n = len(self._data.labels)
+        with open(self.folder / ".claims", "a+b") as claims:
+            for blocking in (False, True):  # first every free chunk, then the others' ones
+                deferred = []
+                for pipeline, store, chunk in chunks:
+                    offset = _claim_offset(store, n, chunk[0])
+                    try:
+                        fcntl.lockf(claims, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB),
+                                    1, offset)
+                    except OSError:
+                        deferred.append((pipeline, store, chunk))
+                        continue
+                    try:
+                        store.refresh()
+                        left = [i for i in chunk if i not in store.done]
+                        if left:
+                            self._compute(bottom, pipeline, store, torch.as_tensor(left))
+                            store.array.flush()
+                            with self._lock:  # others record theirs too: merge, then write
+                                store.refresh()
+                                store.mark(left)
+                            mine += len(left) * self._views_of(pipeline)
+                    finally:
+                        fcntl.lockf(claims, fcntl.LOCK_UN, 1, offset)
+                    finished += len(chunk) * self._views_of(pipeline)
+                    now = time.perf_counter()
+                    if now - last > 30 or finished == total:
+                        last = now
+                        rate = finished / (now - start)
+                        log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", finished,
+                                 total, rate, (total - finished) / rate)
+                chunks = deferred
+        log.info("view bank: this run computed %d of the %d image views%s", mine, total,
+                 ", other runs the rest" if mine < total else "")
+        network.train(was_training)
+
+    def _fill(self, augmented: np.ndarray, clean: np.ndarray, rank: int,
+              world_size: int) -> None:
+        work, total = self._todo(augmented, clean)
         if not total:
             return
         if rank == 0:
@@ -209,8 +288,7 @@ class ViewBank:
         network = self._network
         was_training = network.training
         network.eval()
-        bottom = frozen_bottom(network, self.entry, self.backend,
-                               self._data.images[:1].to(self.device).float().div(255.0))
+        bottom = self._bottom()
         start, finished, last = time.perf_counter(), 0, 0.0
         step = CHUNK * world_size
         for pipeline, store, todo in work:
@@ -225,7 +303,7 @@ class ViewBank:
                     store.mark(chunk)
                 else:
                     store.done.update(chunk)
-                finished += len(chunk) * (1 if pipeline == CLEAN else self.views)
+                finished += len(chunk) * self._views_of(pipeline)
                 now = time.perf_counter()
                 if rank == 0 and (now - last > 30 or finished == total):
                     last = now
@@ -251,6 +329,13 @@ class ViewBank:
                 store.array[idx.numpy()] = out
             else:
                 store.array[d, idx.numpy()] = out
+
+
+def _claim_offset(store: _Store, n: int, first: int) -> int:
+    """The byte of ``.claims`` that stands for the chunk of ``store`` starting at image
+    ``first`` (a pipeline file's hash picks its block of ``n`` bytes)."""
+    block = int(hashlib.sha256(store.data_path.name.encode()).hexdigest()[:8], 16)
+    return block * n + first
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
