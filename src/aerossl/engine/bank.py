@@ -30,6 +30,7 @@ turns on the folder's lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -247,10 +248,8 @@ class ViewBank:
                 deferred = []
                 for pipeline, store, chunk in chunks:
                     offset = _claim_offset(store, n, chunk[0])
-                    try:
-                        fcntl.lockf(claims, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB),
-                                    1, offset)
-                    except OSError:
+                    claimed = _claim(claims, offset, blocking)
+                    if claimed is False:
                         deferred.append((pipeline, store, chunk))
                         continue
                     try:
@@ -264,7 +263,8 @@ class ViewBank:
                                 store.mark(left)
                             mine += len(left) * self._views_of(pipeline)
                     finally:
-                        fcntl.lockf(claims, fcntl.LOCK_UN, 1, offset)
+                        if claimed:
+                            fcntl.lockf(claims, fcntl.LOCK_UN, 1, offset)
                     finished += len(chunk) * self._views_of(pipeline)
                     now = time.perf_counter()
                     if now - last > 30 or finished == total:
@@ -329,6 +329,20 @@ class ViewBank:
                 store.array[idx.numpy()] = out
             else:
                 store.array[d, idx.numpy()] = out
+
+
+def _claim(claims: Any, offset: int, blocking: bool) -> bool | None:
+    """Lock byte ``offset`` of the claims file: True when taken, False when another process
+    holds it (non-blocking), None where the file system has no byte-range locks (the chunk is
+    then computed unclaimed: another run may compute it too, to the same values)."""
+    try:
+        fcntl.lockf(claims, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB), 1, offset)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        log.debug("view bank: no byte-range lock (%s); computing unclaimed", exc)
+        return None
+    return True
 
 
 def _claim_offset(store: _Store, n: int, first: int) -> int:
