@@ -223,9 +223,17 @@ class ViewBank:
     def _views_of(self, pipeline: str) -> int:
         return 1 if pipeline == CLEAN else self.views
 
-    def _bottom(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        return frozen_bottom(self._network, self.entry, self.backend,
-                             self._data.images[:1].to(self.device).float().div(255.0))
+    @contextlib.contextmanager
+    def _bottom(self) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+        """The frozen units as a function (the network in eval mode meanwhile)."""
+        network = self._network
+        was_training = network.training
+        network.eval()
+        try:
+            yield frozen_bottom(network, self.entry, self.backend,
+                                self._data.images[:1].to(self.device).float().div(255.0))
+        finally:
+            network.train(was_training)
 
     def _fill_shared(self, augmented: np.ndarray, clean: np.ndarray) -> None:
         """Fill alongside any other process filling this bank: claim a chunk (non-blocking
@@ -237,13 +245,8 @@ class ViewBank:
         log.info("view bank: %d image views to compute at %s (%s)", total, self.folder,
                  self.backend)
         chunks = [(p, s, idx[c:c + CHUNK]) for p, s, idx in work for c in range(0, len(idx), CHUNK)]
-        network = self._network
-        was_training = network.training
-        network.eval()
-        bottom = self._bottom()
-        start, finished, mine, last = time.perf_counter(), 0, 0, 0.0
-        n = len(self._data.labels)
-        with open(self.folder / ".claims", "a+b") as claims:
+        progress, mine, n = _Progress(total), 0, len(self._data.labels)
+        with self._bottom() as bottom, open(self.folder / ".claims", "a+b") as claims:
             for blocking in (False, True):  # first every free chunk, then the others' ones
                 deferred = []
                 for pipeline, store, chunk in chunks:
@@ -265,17 +268,10 @@ class ViewBank:
                     finally:
                         if claimed:
                             fcntl.lockf(claims, fcntl.LOCK_UN, 1, offset)
-                    finished += len(chunk) * self._views_of(pipeline)
-                    now = time.perf_counter()
-                    if now - last > 30 or finished == total:
-                        last = now
-                        rate = finished / (now - start)
-                        log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", finished,
-                                 total, rate, (total - finished) / rate)
+                    progress.add(len(chunk) * self._views_of(pipeline))
                 chunks = deferred
         log.info("view bank: this run computed %d of the %d image views%s", mine, total,
                  ", other runs the rest" if mine < total else "")
-        network.train(was_training)
 
     def _fill(self, augmented: np.ndarray, clean: np.ndarray, rank: int,
               world_size: int) -> None:
@@ -285,32 +281,21 @@ class ViewBank:
         if rank == 0:
             log.info("view bank: %d image views to compute at %s (%s%s)", total, self.folder,
                      self.backend, f", {world_size} processes" if world_size > 1 else "")
-        network = self._network
-        was_training = network.training
-        network.eval()
-        bottom = self._bottom()
-        start, finished, last = time.perf_counter(), 0, 0.0
-        step = CHUNK * world_size
-        for pipeline, store, todo in work:
-            for c in range(0, len(todo), step):
-                chunk = todo[c:c + step]
-                mine = chunk[rank * CHUNK:(rank + 1) * CHUNK]
-                if mine:
-                    self._compute(bottom, pipeline, store, torch.as_tensor(mine))
-                    store.array.flush()
-                distributed.barrier()  # every rank's share of this round is on disk
-                if rank == 0:
-                    store.mark(chunk)
-                else:
-                    store.done.update(chunk)
-                finished += len(chunk) * self._views_of(pipeline)
-                now = time.perf_counter()
-                if rank == 0 and (now - last > 30 or finished == total):
-                    last = now
-                    rate = finished / (now - start)
-                    log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", finished,
-                             total, rate, (total - finished) / rate)
-        network.train(was_training)
+        progress, step = _Progress(total, show=rank == 0), CHUNK * world_size
+        with self._bottom() as bottom:
+            for pipeline, store, todo in work:
+                for c in range(0, len(todo), step):
+                    chunk = todo[c:c + step]
+                    mine = chunk[rank * CHUNK:(rank + 1) * CHUNK]
+                    if mine:
+                        self._compute(bottom, pipeline, store, torch.as_tensor(mine))
+                        store.array.flush()
+                    distributed.barrier()  # every rank's share of this round is on disk
+                    if rank == 0:
+                        store.mark(chunk)
+                    else:
+                        store.done.update(chunk)
+                    progress.add(len(chunk) * self._views_of(pipeline))
 
     def _compute(self, bottom: Callable[[torch.Tensor], torch.Tensor], pipeline: str,
                  store: _Store, idx: torch.Tensor) -> None:
@@ -329,6 +314,23 @@ class ViewBank:
                 store.array[idx.numpy()] = out
             else:
                 store.array[d, idx.numpy()] = out
+
+
+class _Progress:
+    """Logs ``done/total`` image views, their rate and the time left, at most every 30 s."""
+
+    def __init__(self, total: int, show: bool = True) -> None:
+        self.total, self.show, self.done = total, show, 0
+        self.start, self.last = time.perf_counter(), 0.0
+
+    def add(self, views: int) -> None:
+        self.done += views
+        now = time.perf_counter()
+        if self.show and (now - self.last > 30 or self.done == self.total):
+            self.last = now
+            rate = self.done / (now - self.start)
+            log.info("view bank: %d/%d image views (%.0f/s, %.0f s left)", self.done,
+                     self.total, rate, (self.total - self.done) / rate)
 
 
 def _claim(claims: Any, offset: int, blocking: bool) -> bool | None:
