@@ -380,11 +380,11 @@ def test_runs_filling_one_bank_skip_each_others_chunks_and_finish_a_dead_ones(
 
     from aerossl.engine import bank
 
-    monkeypatch.setattr(bank, "CHUNK", 8)
-    idx = np.arange(0, 200, 7)  # 29 images: 4 chunks per pipeline
+    monkeypatch.setattr(bank, "CHUNK", 16)
+    idx = np.arange(0, 64, 2)  # 32 images in 4 chunks of image numbers per pipeline
     shared = _bank(trainer, tmp_path / "shared")
     held = idx[:8].tolist()  # the first chunk of the plain images: another process has it
-    offset = bank._claim_offset(shared.clean_store, len(trainer.data.labels), held[0])
+    offset = bank._claim_offset(shared.clean_store, len(trainer.data.labels), 0)
     holder = subprocess.Popen([sys.executable, "-c", CLAIM_HOLDER, str(shared.folder / ".claims"),
                                str(offset), "2"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -414,8 +414,9 @@ def test_runs_filling_one_bank_skip_each_others_chunks_and_finish_a_dead_ones(
 def test_two_runs_started_together_fill_their_bank_once_between_them(
     five_classes: Path, tmp_path: Path
 ) -> None:
-    """Two processes (two sweep cells, one per core) with a cold bank: every view computed
-    once in all, by whichever run claimed it, and the bank a single run would have built."""
+    """Two processes (two seeds of a sweep, one per core, so two splits) with a cold bank:
+    every view computed once in all, by whichever run claimed it, and the views a single run
+    would have computed."""
     import re
     import subprocess
     import sys
@@ -428,23 +429,28 @@ def test_two_runs_started_together_fill_their_bank_once_between_them(
     raw["bank"]["dir"] = str(tmp_path / "banks")
     runner = Path(__file__).parent / "fault_runner.py"
     procs = []
-    for name in ("a", "b"):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**raw, "name": name}))
+    for seed in (0, 1):
+        path = tmp_path / f"s{seed}.yaml"
+        path.write_text(yaml.safe_dump({**raw, "name": f"s{seed}", "seed": seed}))
         procs.append(subprocess.Popen([sys.executable, str(runner), "train", str(path)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
-    shares = [re.findall(r"this run computed (\d+) of the (\d+) image views", t) for t in logs]
-    computed = sum(int(m[0][0]) for m in shares if m)
-    assert computed == max(int(m[0][1]) for m in shares if m) > 0, logs  # each view once
+    computed = [int(m) for t in logs
+                for m in re.findall(r"this run computed (\d+) of the \d+ image views", t)]
+    trains = []
+    for seed in (0, 1):
+        split = Trainer(config_from_dict({**raw, "seed": seed}), tmp_path / f"p{seed}").data.split
+        trains.append(set(np.union1d(split.labeled, split.unlabeled).tolist()))
     trainer = Trainer(config_from_dict(raw), tmp_path / "probe")
     filled = _bank(trainer, tmp_path / "banks", views=3)
-    idx = np.union1d(trainer.data.split.labeled, trainer.data.split.unlabeled)
+    assert filled.stores["weak"].done == filled.stores["strong"].done == trains[0] | trains[1]
+    recorded = len(filled.clean_store.done) + 3 * 2 * len(trains[0] | trains[1])
+    assert trains[0] != trains[1] and sum(computed) == recorded, logs  # no view twice
+    idx = np.array(sorted(trains[0]))
     alone = _bank(trainer, tmp_path / "alone", views=3)
     alone.fill(idx, idx)
-    assert set(idx) <= filled.stores["strong"].done
     assert _close(alone.draws("strong")[:, idx], filled.draws("strong")[:, idx])
     assert _close(alone.clean[idx], filled.clean[idx])
 

@@ -19,12 +19,13 @@ and seed): any change gives a new bank. A data file of the wrong
 size is rebuilt; images are marked done (atomic rename) only after their data is flushed, so
 a killed build never leaves a view that is trusted but not written. Runs that share a bank
 (two seeds or two sweep cells started together, one per core) fill it together: each claims a
-chunk of ``CHUNK`` images of one pipeline with an OS byte-range lock on ``.claims`` (released by
-the OS when a process dies), computes it and records it under the folder's lock; a chunk
-another process holds is skipped and, once this process has nothing else left, waited for (and
-computed if that process died without recording it). Under ``torchrun`` the ranks of one run
-split every round of chunks instead, and where byte-range locks are missing (Windows) runs take
-turns on the folder's lock.
+chunk (the images it needs among image numbers ``k * CHUNK`` to ``(k + 1) * CHUNK - 1`` of one
+pipeline: the same chunks whatever the run's split) with an OS byte-range lock on ``.claims``
+(released by the OS when a process dies), computes what is still missing in it and records it
+under the folder's lock; a chunk another process holds is skipped and, once this process has
+nothing else left, waited for (and computed if that process died without recording it).
+Under ``torchrun`` the ranks of one run split every round of chunks instead, and where
+byte-range locks are missing (Windows) runs take turns on the folder's lock.
 """
 
 from __future__ import annotations
@@ -244,13 +245,16 @@ class ViewBank:
             return
         log.info("view bank: %d image views to compute at %s (%s)", total, self.folder,
                  self.backend)
-        chunks = [(p, s, idx[c:c + CHUNK]) for p, s, idx in work for c in range(0, len(idx), CHUNK)]
+        # chunks are blocks of image numbers, the same in every run whatever its split, so runs
+        # of different splits meet on the images they share
+        chunks = [(p, s, [i for i in idx if i // CHUNK == b])
+                  for p, s, idx in work for b in sorted({i // CHUNK for i in idx})]
         progress, mine, n = _Progress(total), 0, len(self._data.labels)
         with self._bottom() as bottom, open(self.folder / ".claims", "a+b") as claims:
             for blocking in (False, True):  # first every free chunk, then the others' ones
                 deferred = []
                 for pipeline, store, chunk in chunks:
-                    offset = _claim_offset(store, n, chunk[0])
+                    offset = _claim_offset(store, n, chunk[0] // CHUNK)
                     claimed = _claim(claims, offset, blocking)
                     if claimed is False:
                         deferred.append((pipeline, store, chunk))
@@ -347,11 +351,11 @@ def _claim(claims: Any, offset: int, blocking: bool) -> bool | None:
     return True
 
 
-def _claim_offset(store: _Store, n: int, first: int) -> int:
-    """The byte of ``.claims`` that stands for the chunk of ``store`` starting at image
-    ``first`` (a pipeline file's hash picks its block of ``n`` bytes)."""
-    block = int(hashlib.sha256(store.data_path.name.encode()).hexdigest()[:8], 16)
-    return block * n + first
+def _claim_offset(store: _Store, n: int, block: int) -> int:
+    """The byte of ``.claims`` that stands for images ``block * CHUNK`` to ``(block + 1) *
+    CHUNK - 1`` of ``store`` (a pipeline file's hash picks its range of ``n`` bytes)."""
+    base = int(hashlib.sha256(store.data_path.name.encode()).hexdigest()[:8], 16)
+    return base * n + block
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
