@@ -247,8 +247,12 @@ class ViewBank:
                  self.backend)
         # chunks are blocks of image numbers, the same in every run whatever its split, so runs
         # of different splits meet on the images they share
-        chunks = [(p, s, [i for i in idx if i // CHUNK == b])
-                  for p, s, idx in work for b in sorted({i // CHUNK for i in idx})]
+        chunks = []
+        for pipeline, store, idx in work:
+            blocks: dict[int, list[int]] = {}
+            for i in idx:
+                blocks.setdefault(i // CHUNK, []).append(i)
+            chunks += [(pipeline, store, blocks[b]) for b in sorted(blocks)]
         progress, mine, n = _Progress(total), 0, len(self._data.labels)
         with self._bottom() as bottom, open(self.folder / ".claims", "a+b") as claims:
             for blocking in (False, True):  # first every free chunk, then the others' ones
