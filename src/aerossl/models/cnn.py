@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aerossl.errors import ConfigError
+from aerossl.models.pool import global_avg_pool
 from aerossl.models.registry import (
     Classifier,
     check_dropout,
@@ -78,4 +78,4 @@ class SmallCNN(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return pooled features ``(B, widths[-1])``."""
         x = self.stages(self.stem(x))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return global_avg_pool(x)

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aerossl.errors import ConfigError, suggest
+from aerossl.models.pool import global_avg_pool
 
 __all__ = [
     "MODELS",
@@ -97,7 +97,7 @@ class Classifier(nn.Module):
         """Pooled features from ``h``, the output of unit ``start - 1`` (the image when 0)."""
         for unit in self.feature_units()[start:]:
             h = unit(h)
-        return F.adaptive_avg_pool2d(h, 1).flatten(1)
+        return global_avg_pool(h)
 
     def map_foreign_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename the keys of a state dict in another library's layout (torchvision, timm,

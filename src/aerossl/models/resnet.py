@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from aerossl.models.pool import global_avg_pool
 from aerossl.models.registry import Classifier, init_conv_bn, register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet50"]
@@ -137,7 +137,7 @@ class ResNet(Classifier):
         """Return pooled features ``(B, 512)`` (ResNet-50: 2048)."""
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return global_avg_pool(x)
 
 
 @register_model("resnet18")

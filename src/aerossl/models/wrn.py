@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aerossl.errors import ConfigError
+from aerossl.models.pool import global_avg_pool
 from aerossl.models.registry import (
     Classifier,
     check_dropout,
@@ -124,4 +125,4 @@ class WideResNet(Classifier):
         """Return pooled features ``(B, 64 * widen_factor)``."""
         x = self.block3(self.block2(self.block1(self.stem(x))))
         x = self.act(self.bn(x))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return global_avg_pool(x)
