@@ -2,8 +2,8 @@
 
 ``F.adaptive_avg_pool2d(h, 1)``'s backward hands the layer below an expanded (stride-0) gradient
 in the default layout. Under ``channels_last`` that layout mismatch sends the last batch norm's
-backward down a generic path, ~5x slower than its vectorised channels-last kernel, and costs a
-layout conversion in each layer below it: ~8 % of a pretrained top's CPU training step. The
+backward down a generic path, over 10x slower than its vectorised channels-last kernel: 5-9 %
+of a pretrained top's CPU training step (``benchmarks/pool_backward.py``). The
 forward here is ``adaptive_avg_pool2d`` itself; the backward returns the same values, laid out
 like the input.
 """
