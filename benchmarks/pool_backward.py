@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -97,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for threads in args.threads:
         times = measure(threads, args.steps)
-        base = sorted(times["adaptive_avg_pool2d"])[len(times["adaptive_avg_pool2d"]) // 2]
+        base = statistics.median_high(times["adaptive_avg_pool2d"])
         for name, ts in times.items():
-            median = sorted(ts)[len(ts) // 2]
+            median = statistics.median_high(ts)
             rows.append(f"| {threads} | `{name}` | {median:.3f} | {min(ts):.3f} | "
                         f"{100 * (1 - median / base):+.1f} % |")
             print(rows[-1], flush=True)

@@ -19,13 +19,17 @@ from torch import Tensor
 __all__ = ["global_avg_pool"]
 
 
+def _pool(h: Tensor) -> Tensor:
+    return F.adaptive_avg_pool2d(h, 1).flatten(1)
+
+
 class _GlobalAvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: Tensor) -> Tensor:
         ctx.shape = h.shape
         ctx.channels_last = h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(
             memory_format=torch.channels_last)
-        return F.adaptive_avg_pool2d(h, 1).flatten(1)
+        return _pool(h)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -40,4 +44,4 @@ def global_avg_pool(h: Tensor) -> Tensor:
     (evaluation, export, inference) it is ``adaptive_avg_pool2d`` alone."""
     if torch.is_grad_enabled() and h.requires_grad:
         return _GlobalAvgPool.apply(h)
-    return F.adaptive_avg_pool2d(h, 1).flatten(1)
+    return _pool(h)
