@@ -33,6 +33,44 @@ def load_groups(sweep_dir: Path) -> dict[tuple[str, int], dict]:
             if g.get("labels_per_class") is not None}
 
 
+def load_balanced(sweep_dir: Path, methods: list[str]
+                  ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int, int]]]:
+    """Like :func:`load_groups`, but each budget's groups are taken over the seeds that every
+    one of ``methods`` present at that budget has finished, so that no method's mean has a
+    seed (a split and its labels) the others lack. Returns the groups and the left-out cells
+    ``(method, labels per class, seed)``. A ``sweep.json`` without per-cell rows is read as
+    it is."""
+    data = json.loads((sweep_dir / "sweep.json").read_text())
+    if "cells" not in data:
+        return load_groups(sweep_dir), []
+    done: dict[tuple[str, int], dict[int, dict]] = {}
+    for c in data["cells"]:
+        if c.get("final_acc") is None or c.get("labels_per_class") is None:
+            continue
+        done.setdefault((c["method"], int(c["labels_per_class"])), {})[int(c["seed"])] = c
+    groups: dict[tuple[str, int], dict] = {}
+    left_out: list[tuple[str, int, int]] = []
+    for k in sorted({k for _, k in done}):
+        present = [m for m in methods if (m, k) in done]
+        common = set.intersection(*(set(done[(m, k)]) for m in present)) if present else set()
+        for m in present:
+            cells = [done[(m, k)][s] for s in sorted(common)]
+            left_out += [(m, k, s) for s in sorted(set(done[(m, k)]) - common)]
+            if not cells:
+                continue
+            accs = np.array([c["final_acc"] for c in cells], dtype=float)
+            lows = [c.get("min_class_acc") for c in cells]
+            groups[(m, k)] = {
+                "method": m, "budget": str(k), "labels_per_class": k,
+                "num_labeled": float(np.mean([c["num_labeled"] for c in cells])),
+                "mean": float(accs.mean()),
+                "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+                "min": float(accs.min()), "max": float(accs.max()),
+                "min_class": None if None in lows else float(min(lows)),
+                "seeds": sorted(common), "n": len(cells)}
+    return groups, left_out
+
+
 def choose(sets: dict[str, dict], methods: list[str]) -> tuple[list[dict], list[tuple]]:
     """Per method its mean, worst cell and mean lowest class over the (set, budget) cells
     that every method has; sorted best first."""
@@ -75,10 +113,12 @@ def main() -> int:
 
     sets: dict[str, dict] = {}
     dirs: dict[str, Path] = {}
+    left_out: dict[str, list[tuple[str, int, int]]] = {}
     for item in args.sweep:
         name, _, folder = item.partition("=")
         dirs[name] = Path(folder)
-        sets[name] = load_groups(Path(folder))
+        sets[name], left_out[name] = load_balanced(Path(folder),
+                                                   [*args.baseline, *args.methods])
     ranking, shared = choose(sets, args.methods)
     out = Path(args.out)
     budgets = sorted({k for groups in sets.values() for (_, k) in groups})
@@ -93,7 +133,15 @@ def main() -> int:
     lines += [
         "- Cells: test accuracy (%) of the final EMA weights, mean ± std over seeds [number of "
         "seeds] and the lowest per-class accuracy of any seed; same labels for every method of "
-        "a seed.", "",
+        "a seed. Each budget of a set counts only the seeds that every method run at it has "
+        "finished."]
+    skipped = [f"{n} {m} {k} label{'s' if k > 1 else ''} seed {s}"
+               for n, cells in left_out.items() for m, k, s in cells]
+    if skipped:
+        lines += ["- Finished cells left out (a seed the other methods of that budget lack): "
+                  + ", ".join(skipped) + "."]
+    lines += [
+        "",
         "| set | method | " + " | ".join(f"{k} label{'s' if k > 1 else ''}/class"
                                       for k in budgets) + " |",
         "|---|---|" + "---|" * len(budgets)]
@@ -117,7 +165,8 @@ def main() -> int:
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({
         "ranking": ranking, "shared_cells": shared,
-        "sets": {n: [g for g in groups.values()] for n, groups in sets.items()}}, indent=2))
+        "sets": {n: [g for g in groups.values()] for n, groups in sets.items()},
+        "left_out": {n: [list(c) for c in cells] for n, cells in left_out.items()}}, indent=2))
     if args.copy_plots:
         for name, folder in dirs.items():
             png = folder / "sweep.png"

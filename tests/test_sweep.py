@@ -184,3 +184,31 @@ def test_recipe_choice_ranks_by_the_mean_over_shared_cells_not_the_best_cell(
     assert ranking[0]["mean"] == pytest.approx((0.80 + 0.85 + 0.75) / 3)
     assert ranking[1]["worst"] == pytest.approx(0.60)
     assert ranking[0]["mean_lowest_class"] == pytest.approx((0.60 + 0.65 + 0.55) / 3)
+
+
+def test_recipe_choice_counts_only_the_seeds_every_method_has(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from recipe_choice import choose, load_balanced
+
+    # 'b' has an extra seed 1 at 1 label (a lucky split); the other methods stop at seed 0
+    accs = {("a", 1, 0): 0.60, ("b", 1, 0): 0.50, ("b", 1, 1): 0.90, ("sup", 1, 0): 0.40,
+            ("a", 2, 0): 0.70, ("a", 2, 1): 0.80, ("b", 2, 0): 0.72, ("b", 2, 1): 0.74}
+    cells = [{"method": m, "labels_per_class": k, "seed": s, "final_acc": a,
+              "min_class_acc": a - 0.3, "num_labeled": 21 * k} for (m, k, s), a in accs.items()]
+    cells.append({"method": "a", "labels_per_class": 2, "seed": 2, "final_acc": None,
+                  "num_labeled": 42})  # an unfinished cell does not count
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps({"cells": cells, "groups": []}))
+    groups, left_out = load_balanced(folder, ["sup", "a", "b"])
+    assert left_out == [("b", 1, 1)]
+    assert groups[("b", 1)]["mean"] == pytest.approx(0.50)
+    assert groups[("b", 1)]["seeds"] == [0]
+    # supervised runs no 2-label cell, so it does not restrict that budget's seeds
+    assert groups[("a", 2)]["n"] == 2 and groups[("a", 2)]["std"] == pytest.approx(0.0707, 1e-3)
+    ranking, _ = choose({"S": groups}, ["a", "b"])
+    # counting b's extra seed would rank b first: (0.70 + 0.73) / 2 against (0.60 + 0.75) / 2
+    assert [r["method"] for r in ranking] == ["a", "b"]
+    assert ranking[0]["mean"] == pytest.approx((0.60 + 0.75) / 2)
