@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ucmerced_4labels import cpu_name
 
+from aerossl.pipelines.sweep import aggregate, parse_budget
+
 
 def load_groups(sweep_dir: Path) -> dict[tuple[str, int], dict]:
     """``(method, labels per class) -> group`` of a sweep's ``sweep.json``."""
@@ -48,26 +50,17 @@ def load_balanced(sweep_dir: Path, methods: list[str]
         if c.get("final_acc") is None or c.get("labels_per_class") is None:
             continue
         done.setdefault((c["method"], int(c["labels_per_class"])), {})[int(c["seed"])] = c
-    groups: dict[tuple[str, int], dict] = {}
+    kept: list[dict] = []
     left_out: list[tuple[str, int, int]] = []
     for k in sorted({k for _, k in done}):
         present = [m for m in methods if (m, k) in done]
         common = set.intersection(*(set(done[(m, k)]) for m in present)) if present else set()
         for m in present:
-            cells = [done[(m, k)][s] for s in sorted(common)]
+            kept += [done[(m, k)][s] for s in sorted(common)]
             left_out += [(m, k, s) for s in sorted(set(done[(m, k)]) - common)]
-            if not cells:
-                continue
-            accs = np.array([c["final_acc"] for c in cells], dtype=float)
-            lows = [c.get("min_class_acc") for c in cells]
-            groups[(m, k)] = {
-                "method": m, "budget": str(k), "labels_per_class": k,
-                "num_labeled": float(np.mean([c["num_labeled"] for c in cells])),
-                "mean": float(accs.mean()),
-                "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-                "min": float(accs.min()), "max": float(accs.max()),
-                "min_class": None if None in lows else float(min(lows)),
-                "seeds": sorted(common), "n": len(cells)}
+    budgets = [parse_budget(t) for t in sorted({c["budget"] for c in kept})]
+    groups = {(g["method"], int(g["labels_per_class"])): g
+              for g in aggregate(kept, budgets, methods)}
     return groups, left_out
 
 

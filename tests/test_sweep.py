@@ -195,9 +195,10 @@ def test_recipe_choice_counts_only_the_seeds_every_method_has(tmp_path: Path) ->
     # 'b' has an extra seed 1 at 1 label (a lucky split); the other methods stop at seed 0
     accs = {("a", 1, 0): 0.60, ("b", 1, 0): 0.50, ("b", 1, 1): 0.90, ("sup", 1, 0): 0.40,
             ("a", 2, 0): 0.70, ("a", 2, 1): 0.80, ("b", 2, 0): 0.72, ("b", 2, 1): 0.74}
-    cells = [{"method": m, "labels_per_class": k, "seed": s, "final_acc": a,
+    cells = [{"method": m, "budget": str(k), "labels_per_class": k, "seed": s, "final_acc": a,
               "min_class_acc": a - 0.3, "num_labeled": 21 * k} for (m, k, s), a in accs.items()]
-    cells.append({"method": "a", "labels_per_class": 2, "seed": 2, "final_acc": None,
+    cells.append({"method": "a", "budget": "2", "labels_per_class": 2, "seed": 2,
+                  "final_acc": None,
                   "num_labeled": 42})  # an unfinished cell does not count
     folder = tmp_path / "s"
     folder.mkdir()
