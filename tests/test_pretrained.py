@@ -363,12 +363,13 @@ def test_runs_sharing_a_bank_compute_each_view_once_and_wait_for_each_other(
 
 
 CLAIM_HOLDER = """
-import fcntl, sys, time
+import fcntl, select, sys
 with open(sys.argv[1], "a+b") as f:
     fcntl.lockf(f, fcntl.LOCK_EX, 1, int(sys.argv[2]))
     print("held", flush=True)
-    time.sleep(float(sys.argv[3]))
-"""  # another run's process: claims one chunk, then dies without recording it
+    select.select([sys.stdin], [], [], float(sys.argv[3]))
+"""  # another run's process: claims one chunk, then dies without recording it, when told to on
+# its stdin (or after argv[3] seconds), so the test does not depend on the machine's speed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fcntl") is None, reason="no byte-range locks")
@@ -386,13 +387,17 @@ def test_runs_filling_one_bank_skip_each_others_chunks_and_finish_a_dead_ones(
     held = idx[:8].tolist()  # the first chunk of the plain images: another process has it
     offset = bank._claim_offset(shared.clean_store, len(trainer.data.labels), 0)
     holder = subprocess.Popen([sys.executable, "-c", CLAIM_HOLDER, str(shared.folder / ".claims"),
-                               str(offset), "2"], stdout=subprocess.PIPE, text=True)
+                               str(offset), "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "held"
     order: list[tuple[str, list[int]]] = []
     compute = bank.ViewBank._compute
 
     def recorded(self, bottom, pipeline, store, images):
         order.append((pipeline, images.tolist()))
+        if len(order) == 3 * 4 - 1:  # the last free chunk: the holder dies while it is computed
+            holder.stdin.write("die\n")
+            holder.stdin.flush()
         return compute(self, bottom, pipeline, store, images)
 
     monkeypatch.setattr(bank.ViewBank, "_compute", recorded)
