@@ -224,7 +224,7 @@ class BankConfig(_Section):
         "bank.views augmented draws of every training image through it once and train the top "
         "from that cache; off: recompute the frozen bottom at every step (e.g. on a GPU)"
     )
-    views: int = Field(8, ge=1, description="augmented draws per image and pipeline")
+    views: int = Field(4, ge=1, description="augmented draws per image and pipeline")
     dtype: Literal["float16", "float32"] = Field(
         "float16", description="storage type of the cached feature maps"
     )
