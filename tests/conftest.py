@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +155,21 @@ def image_folder(tmp_path: Path) -> Path:
 
     (root / "README.md").write_text("# test images\n")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The same isolation for session- and module-scoped fixtures, which run before any
+    function-scoped fixture: without it they filled the user's ~/.cache/aerossl."""
+    import os
+
+    before = os.environ.get("AEROSSL_CACHE_DIR")
+    os.environ["AEROSSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("aerossl-cache-shared"))
+    yield
+    if before is None:
+        os.environ.pop("AEROSSL_CACHE_DIR", None)
+    else:
+        os.environ["AEROSSL_CACHE_DIR"] = before
 
 
 @pytest.fixture(autouse=True)
