@@ -57,34 +57,41 @@ class Top(nn.Module):
         return self.head(self.pool(self.units(x)))
 
 
+def recipe_maps() -> list[Tensor]:
+    """Banked-map stand-ins of the recipe's step: 96 weak views, then 32 labelled + 96 strong."""
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(n, 112, 14, 14, generator=gen).contiguous(
+        memory_format=torch.channels_last) for n in (96, 128)]
+
+
+def timed_step(run: nn.Module, opt: torch.optim.Optimizer, maps: list[Tensor]) -> float:
+    """Seconds of one recipe step of ``run``: a no-autograd forward of ``maps[0]``, a forward
+    and backward of ``maps[1]`` and an SGD update."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        run(maps[0])
+    loss = run(maps[1]).logsumexp(1).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
 def measure(threads: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step of each pooling, alternating."""
     torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    maps = [torch.randn(n, 112, 14, 14, generator=gen).contiguous(
-        memory_format=torch.channels_last) for n in (96, 128)]
+    maps = recipe_maps()
     models = {}
     for name, pool in POOLS.items():
         top = Top(pool).train().to(memory_format=torch.channels_last)
         models[name] = (top, torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9))
-
-    def step(top: Top, opt: torch.optim.Optimizer) -> float:
-        start = time.perf_counter()
-        with torch.no_grad():
-            top(maps[0])
-        loss = top(maps[1]).logsumexp(1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
     for pair in models.values():
         for _ in range(2):
-            step(*pair)
+            timed_step(*pair, maps)
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(steps):
         for name, pair in models.items():
-            times[name].append(step(*pair))
+            times[name].append(timed_step(*pair, maps))
     return times
 
 
