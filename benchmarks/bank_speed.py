@@ -25,6 +25,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -257,6 +258,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text)
+    shutil.rmtree(work)  # the subset, its caches and banks
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def main() -> int:
         "# Runs sharing a cold view bank\n\nWritten by `benchmarks/shared_bank.py` (see its "
         "docstring).\n\n")
     args.out.write_text(old + "\n".join(lines) + "\n")
+    shutil.rmtree(work)  # caches, banks and runs: GBs
     print("\n".join(lines))
     return 0
 

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,8 @@ def main() -> None:
     p.add_argument("--grow-to", type=int, default=None, help="train on N images (see above)")
     p.add_argument("--context", default="nothing else ran", help="what else ran meanwhile")
     p.add_argument("--out", type=Path, default=None, help="Markdown file (a section appended)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work folder (caches, banks, runs: GBs) instead of deleting it")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wall_time_"))
     root = args.root.resolve()
@@ -122,6 +125,10 @@ def main() -> None:
             "view bank included.\n\n")
         with args.out.open("a") as f:
             f.write(head + text + "\n")
+    if args.keep:
+        print(f"kept {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":
