@@ -258,6 +258,45 @@ def _bank(trainer: Trainer, folder: Path, backend: str = "auto", dtype: str = "f
                     trainer.device, backend=backend)
 
 
+def test_a_run_that_opens_a_view_bank_marks_it_used(trainer: Trainer, tmp_path: Path) -> None:
+    """`aerossl cache prune --older-than` must not take a bank that runs still use."""
+    import os
+    import time
+
+    from aerossl.data.cache_admin import cache_entries
+
+    bank = _bank(trainer, tmp_path / "banks")
+    old = time.time() - 40 * 86400
+    for p in [bank.folder, *bank.folder.iterdir()]:
+        os.utime(p, (old, old))
+    assert all(time.time() - e.last_used > 39 * 86400
+               for e in cache_entries(tmp_path) if e.path == bank.folder)
+    _bank(trainer, tmp_path / "banks")
+    (entry,) = [e for e in cache_entries(tmp_path) if e.path == bank.folder]
+    assert entry.kind == "bank" and time.time() - entry.last_used < 60
+
+
+def test_a_bank_takes_its_disk_blocks_up_front_or_says_the_disk_is_full(
+        trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory-mapped write to a full disk kills the run with SIGBUS mid-fill: the bank
+    reserves its blocks when opened, and a full disk is a clear error before any step."""
+    import errno
+    import os
+
+    from aerossl.errors import DataError
+
+    bank = _bank(trainer, tmp_path / "ok")
+    for store in [bank.clean_store, *bank.stores.values()]:
+        assert store.data_path.stat().st_blocks * 512 >= store.data_path.stat().st_size
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DataError, match=r"clean\.bin: not enough disk space.*aerossl cache prune"):
+        _bank(trainer, tmp_path / "full")
+
+
 def test_onnxruntime_bank_matches_pytorch_and_has_its_own_key(trainer: Trainer,
                                                               tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")

@@ -1,6 +1,8 @@
 """aerossl: semi-supervised deep learning for aerial and satellite scene images."""
 
 from aerossl.api import (
+    cache_list,
+    cache_prune,
     demo,
     distill,
     evaluate,
@@ -38,6 +40,8 @@ __all__ = [
     "DataFormat",
     "RunResult",
     "__version__",
+    "cache_list",
+    "cache_prune",
     "compare_runs",
     "demo",
     "distill",

@@ -303,3 +303,36 @@ __all__ = ["accept_labels", "compare", "demo", "distill", "evaluate", "evaluate_
            "export", "find_config", "finetune", "inventory", "map_scene", "noisy_student",
            "predict", "pretrain", "pseudo_label", "report", "resume", "run_pipeline",
            "shipped_configs", "suggest_labels", "sweep", "train", "validate"]
+
+
+def cache_list(cache_dir: str | Path | None = None) -> list:
+    """The image caches, view banks and partial files of the cache folder (``$AEROSSL_CACHE_DIR``
+    or ``~/.cache/aerossl`` unless given), least recently used first
+    (:class:`~aerossl.data.cache_admin.CacheEntry`)."""
+    from aerossl.data.cache import default_cache_dir
+    from aerossl.data.cache_admin import cache_entries
+
+    return cache_entries(Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+def cache_prune(cache_dir: str | Path | None = None, older_than_days: float | None = None,
+                max_gb: float | None = None, everything: bool = False, dry_run: bool = False
+                ) -> tuple[list, list[str]]:
+    """Remove cache entries unused for ``older_than_days``, then the least recently used until
+    the folder holds at most ``max_gb``; or all with ``everything``. Returns the entries removed
+    (with ``dry_run``: that would be) and the problems met; a later run rebuilds what it needs.
+    """
+    from aerossl.data.cache_admin import remove, select_for_pruning
+
+    if older_than_days is None and max_gb is None and not everything:
+        raise ConfigError("cache prune: give older_than_days, max_gb or everything=True")
+    for name, value in (("older_than_days", older_than_days), ("max_gb", max_gb)):
+        if value is not None and value < 0:
+            raise ConfigError(f"cache prune: {name} must be >= 0, got {value}")
+    chosen = select_for_pruning(
+        cache_list(cache_dir), older_than_days,
+        None if max_gb is None else int(max_gb * 1e9), everything)
+    if dry_run:
+        return chosen, []
+    problems = [f"{e.path}: {why}" for e in chosen if (why := remove(e))]
+    return chosen, problems

@@ -1,5 +1,5 @@
 """Command line: ``aerossl train|evaluate|predict|pseudo-label|export|compare|sweep|map|
-suggest-labels|demo|validate|list|report`` and the teacher-student stages
+suggest-labels|demo|validate|list|report|cache`` and the teacher-student stages
 ``pretrain|finetune|distill|noisy-student|pipeline``.
 
 Each command lives in a module of :mod:`aerossl.commands` (its parser and a handler that calls
@@ -13,6 +13,7 @@ import logging
 import sys
 
 from aerossl.commands import (
+    cache,
     compare,
     configs,
     demo,
@@ -30,7 +31,7 @@ from aerossl.errors import AerosslError
 
 #: The command modules, in the order ``aerossl --help`` lists their commands.
 COMMANDS = (train, evaluate, demo, configs, predict, export, compare, sweep, mapping, suggest,
-            teacher_student)
+            teacher_student, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

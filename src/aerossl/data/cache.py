@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from aerossl.data.cache_admin import touch
 from aerossl.data.formats import FolderDataset
 from aerossl.data.multispectral import BandSpec
 from aerossl.data.reader import read_image
@@ -142,6 +143,7 @@ def load_or_build_cache(
             image_size,
             dataset.root,
         )
+        touch(meta_path)  # its last use, for `aerossl cache prune`
         return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
     if problem != "absent":
         logger.warning("image cache %s is invalid (%s); rebuilding it", data_path, problem)
@@ -220,7 +222,8 @@ def _build(
     if free < nbytes:
         raise DataError(
             f"{cache_dir}: not enough disk space for the image cache ({nbytes / 1e9:.2f} GB "
-            f"needed, {free / 1e9:.2f} GB free); set AEROSSL_CACHE_DIR to a larger disk"
+            f"needed, {free / 1e9:.2f} GB free); free space with `aerossl cache prune` or set "
+            "AEROSSL_CACHE_DIR to a larger disk"
         )
     workers = num_workers or _num_workers()
     chunk = max(64, 16 * workers)

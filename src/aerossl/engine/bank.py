@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -53,10 +54,12 @@ except ImportError:  # pragma: no cover - Windows: runs sharing a bank take turn
 
 from aerossl.augment import Compose
 from aerossl.batch import ViewSpec
+from aerossl.data.cache_admin import touch
 from aerossl.engine import distributed
 from aerossl.engine.bottom import backend_name, frozen_bottom
 from aerossl.engine.data import DataBundle
 from aerossl.engine.stream import BatchStream
+from aerossl.errors import DataError
 from aerossl.models.normalize import Normalized
 
 log = logging.getLogger("aerossl")
@@ -92,6 +95,28 @@ def _image_seed(seed: int, pipeline: str, draw: int, image: int) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
+def _reserve(path: Path, nbytes: int) -> None:
+    """Give the (sparse) bank file its disk blocks now: a memory-mapped write to a full disk
+    kills the process with SIGBUS, where this raises a clear error before any step."""
+    st = path.stat()
+    if getattr(st, "st_blocks", None) is None or st.st_blocks * 512 >= nbytes:
+        return
+    try:
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+        elif shutil.disk_usage(path.parent).free < nbytes - st.st_blocks * 512:
+            raise OSError(errno.ENOSPC, "no space left on device")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise DataError(
+            f"{path}: not enough disk space for the view bank ({nbytes / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB free); free space with `aerossl cache prune`, or set bank.dir "
+            "to a larger disk") from exc
+
+
 class _Store:
     """One pipeline's memory-mapped array and its record of computed images."""
 
@@ -115,6 +140,7 @@ class _Store:
             self.meta_path.unlink(missing_ok=True)
             with open(self.data_path, "wb") as f:
                 f.truncate(expected)
+        _reserve(self.data_path, expected)
         self.done = set(done)
         self.array = np.memmap(self.data_path, dtype=dtype, mode="r+", shape=shape)
 
@@ -151,6 +177,7 @@ class ViewBank:
         key = bank_key(data.cache_key, network, entry, dtype, self.backend)
         self.folder = Path(folder) / key
         self.folder.mkdir(parents=True, exist_ok=True)
+        touch(self.folder)  # its last use, for `aerossl cache prune`
         self._lock = FileLock(self.folder / ".lock")
         n = len(data.labels)
         was_training = network.training
