@@ -299,12 +299,6 @@ def inventory() -> dict[str, list[str]]:
             "configs": shipped_configs()}
 
 
-__all__ = ["accept_labels", "compare", "demo", "distill", "evaluate", "evaluate_old_task",
-           "export", "find_config", "finetune", "inventory", "map_scene", "noisy_student",
-           "predict", "pretrain", "pseudo_label", "report", "resume", "run_pipeline",
-           "shipped_configs", "suggest_labels", "sweep", "train", "validate"]
-
-
 def cache_list(cache_dir: str | Path | None = None) -> list:
     """The image caches, view banks and partial files of the cache folder (``$AEROSSL_CACHE_DIR``
     or ``~/.cache/aerossl`` unless given), least recently used first
@@ -336,3 +330,10 @@ def cache_prune(cache_dir: str | Path | None = None, older_than_days: float | No
         return chosen, []
     problems = [f"{e.path}: {why}" for e in chosen if (why := remove(e))]
     return chosen, problems
+
+
+__all__ = ["accept_labels", "cache_list", "cache_prune", "compare", "demo", "distill",
+           "evaluate", "evaluate_old_task", "export", "find_config", "finetune", "inventory",
+           "map_scene", "noisy_student", "predict", "pretrain", "pseudo_label", "report",
+           "resume", "run_pipeline", "shipped_configs", "suggest_labels", "sweep", "train",
+           "validate"]

@@ -102,11 +102,14 @@ def _reserve(path: Path, nbytes: int) -> None:
     if getattr(st, "st_blocks", None) is None or st.st_blocks * 512 >= nbytes:
         return
     try:
-        if hasattr(os, "posix_fallocate"):
+        try:
             with open(path, "r+b") as f:
                 os.posix_fallocate(f.fileno(), 0, nbytes)
-        elif shutil.disk_usage(path.parent).free < nbytes - st.st_blocks * 512:
-            raise OSError(errno.ENOSPC, "no space left on device")
+        except (AttributeError, OSError) as exc:  # no fallocate here (macOS, some file systems)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if shutil.disk_usage(path.parent).free < nbytes - st.st_blocks * 512:
+                raise OSError(errno.ENOSPC, "no space left on device") from None
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
