@@ -161,15 +161,9 @@ def image_folder(tmp_path: Path) -> Path:
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The same isolation for session- and module-scoped fixtures, which run before any
     function-scoped fixture: without it they filled the user's ~/.cache/aerossl."""
-    import os
-
-    before = os.environ.get("AEROSSL_CACHE_DIR")
-    os.environ["AEROSSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("aerossl-cache-shared"))
-    yield
-    if before is None:
-        os.environ.pop("AEROSSL_CACHE_DIR", None)
-    else:
-        os.environ["AEROSSL_CACHE_DIR"] = before
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AEROSSL_CACHE_DIR", str(tmp_path_factory.mktemp("aerossl-cache-shared")))
+        yield
 
 
 @pytest.fixture(autouse=True)

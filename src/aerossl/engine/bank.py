@@ -98,26 +98,22 @@ def _image_seed(seed: int, pipeline: str, draw: int, image: int) -> int:
 def _reserve(path: Path, nbytes: int) -> None:
     """Give the (sparse) bank file its disk blocks now: a memory-mapped write to a full disk
     kills the process with SIGBUS, where this raises a clear error before any step."""
-    st = path.stat()
-    if getattr(st, "st_blocks", None) is None or st.st_blocks * 512 >= nbytes:
+    blocks = getattr(path.stat(), "st_blocks", None)
+    if blocks is None or blocks * 512 >= nbytes:
         return
     try:
-        try:
-            with open(path, "r+b") as f:
-                os.posix_fallocate(f.fileno(), 0, nbytes)
-        except (AttributeError, OSError) as exc:  # no fallocate here (macOS, some file systems)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            if shutil.disk_usage(path.parent).free < nbytes - st.st_blocks * 512:
-                raise OSError(errno.ENOSPC, "no space left on device") from None
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        return
+    except (AttributeError, OSError) as exc:  # no fallocate here (macOS, some file systems)
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
         free = shutil.disk_usage(path.parent).free
-        raise DataError(
-            f"{path}: not enough disk space for the view bank ({nbytes / 1e9:.2f} GB, "
-            f"{free / 1e9:.2f} GB free); free space with `aerossl cache prune`, or set bank.dir "
-            "to a larger disk") from exc
+        if not (full or free < nbytes - blocks * 512):
+            return
+    raise DataError(
+        f"{path}: not enough disk space for the view bank ({nbytes / 1e9:.2f} GB, "
+        f"{free / 1e9:.2f} GB free); free space with `aerossl cache prune`, or set bank.dir "
+        "to a larger disk")
 
 
 class _Store:
