@@ -167,6 +167,16 @@ class ModelConfig(_Section):
         "train", description="batch norm of the trainable units: train (batch statistics, "
         "running averages updated) or frozen (running statistics of the pretrained weights)"
     )
+    head_init: Literal["random", "probe"] = Field(
+        "random", description="the classifier head at step 0: random (the model's own "
+        "initialisation), or probe: a logistic regression fitted on the starting network's "
+        "pooled features of the labelled images (plain views, eval mode), so fine-tuning starts "
+        "from a linear probe (LP-FT); single-label runs only; not applied on resume"
+    )
+    probe_l2: float = Field(
+        1e-2, ge=0, description="head_init: probe: L2 penalty of the logistic regression on "
+        "standardised features (larger: softer starting predictions)"
+    )
 
 
 class AlgorithmConfig(_Section):

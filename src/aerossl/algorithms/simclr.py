@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from aerossl.algorithms.base import (
     Algorithm,
@@ -32,6 +31,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.algorithms.contrastive import nt_xent
+from aerossl.models.probe import fit_linear_head
 
 
 def linear_probe(
@@ -42,27 +42,13 @@ def linear_probe(
     train_idx, test_idx = np.asarray(data.labeled), np.asarray(data.test)
     if len(train_idx) == 0 or len(test_idx) == 0:
         return float("nan")
-    f_train = data.features(network, train_idx).double()
-    f_test = data.features(network, test_idx).double()
-    y_train = data.labels.cpu()[torch.as_tensor(train_idx)]
-    y_test = data.labels.cpu()[torch.as_tensor(test_idx)]
-    mean, std = f_train.mean(0), f_train.std(0, unbiased=False).clamp_min(1e-6)
-    f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
     num_classes = len(data.classes) or int(data.labels.max()) + 1
-    w = torch.zeros(f_train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(f_train @ w + b, y_train) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
+    head = fit_linear_head(data.features(network, train_idx),
+                           data.labels.cpu()[torch.as_tensor(train_idx)], num_classes, l2, steps)
+    f_test = data.features(network, test_idx).double()
+    y_test = data.labels.cpu()[torch.as_tensor(test_idx)]
     with torch.no_grad():
-        return float(((f_test @ w + b).argmax(1) == y_test).double().mean())
+        return float((head(f_test).argmax(1) == y_test).double().mean())
 
 
 @register_algorithm("simclr")

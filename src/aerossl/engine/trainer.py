@@ -45,7 +45,7 @@ from aerossl.engine.run_folder import (
 )
 from aerossl.engine.state import RunState
 from aerossl.engine.stream import BatchBuilder
-from aerossl.engine.transfer import frozen_norms_eval, norms_eval
+from aerossl.engine.transfer import frozen_norms_eval, norms_eval, probe_head
 from aerossl.errors import AerosslError, ConfigError
 from aerossl.models.ema import EMA
 from aerossl.runs.loader import load_source_network, resolve_device
@@ -137,7 +137,27 @@ class Trainer(RunState):
         if self._batches_state is not None:
             self.batches.load_state_dict(self._batches_state)
         if not resume:
+            if cfg.model.head_init == "probe":
+                self._probe_head()
             self.algorithm.prepare(self.run_data())
+
+    def _probe_head(self) -> None:
+        """``model.head_init: probe``: the head starts as a logistic regression on the starting
+        network's features of the labelled images (rank 0's, on every rank); the EMA copy
+        starts from it too."""
+        if self.data.task.name != "multiclass":
+            raise ConfigError(f"model.head_init: probe fits a softmax head; this run's task is "
+                              f"{self.data.task.name} (use head_init: random)")
+        head = self._network.head
+        if self.is_main:
+            acc = probe_head(self._network, self.run_data(), self.data.num_classes,
+                             self.cfg.model.probe_l2)
+            log.info("model.head_init: probe fitted on %d labelled images (their accuracy "
+                     "%.1f %%)", len(self.data.split.labeled), 100 * acc)
+        state = distributed.broadcast_object({k: v.cpu() for k, v in head.state_dict().items()})
+        head.load_state_dict(state)
+        if self.ema is not None:
+            self.ema = EMA(self.algorithm.eval_model(), self.cfg.train.ema)
 
     def _batch_source(self) -> BatchBuilder | BankBatchBuilder:
         """Augmenting batches of cached images, or (``entry`` > 0) draws from the view bank,

@@ -1,4 +1,5 @@
-"""Transfer learning: initialise a network from a weights file, freeze its backbone.
+"""Transfer learning: initialise a network from a weights file, freeze its backbone, start
+its head from a linear probe (``model.head_init: probe``).
 
 ``model.init`` names a run folder (its ``checkpoints/last.pt``), an aerossl checkpoint file or
 a plain PyTorch state dict of the same architecture (keys of the classifier, optionally
@@ -20,13 +21,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aerossl.algorithms.base import RunData
 from aerossl.engine.checkpoint import FORMAT_VERSION
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models.normalize import Normalized
 from aerossl.models.pretrained import adapt_in_channels
+from aerossl.models.probe import fit_linear_head
 
 log = logging.getLogger("aerossl")
 
@@ -224,3 +228,26 @@ def backbone_parameter_ids(network: nn.Module) -> set[int]:
     head = {id(p) for p in network.head.parameters()} if hasattr(network, "head") else set()
     return {id(p) for p in network.parameters() if id(p) not in head}
 
+
+
+def probe_head(network: Normalized, data: RunData, num_classes: int, l2: float) -> float:
+    """``model.head_init: probe``: replace the head's weights by a logistic regression fitted on
+    the network's pooled features of the labelled images (eval mode; see
+    :mod:`aerossl.models.probe`). Only the labelled images' visible labels are read. Returns the
+    probe's accuracy on those images."""
+    labeled = np.asarray(data.labeled)
+    if len(labeled) == 0:
+        raise ConfigError("model.head_init: probe needs labelled images; this run has none")
+    was_training = network.training
+    network.eval()
+    try:
+        features = data.features(network, labeled)
+    finally:
+        network.train(was_training)
+    labels = data.labels.cpu()[torch.as_tensor(labeled)]
+    fitted = fit_linear_head(features, labels, num_classes, l2)
+    head = network.head
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight.to(head.weight))
+        head.bias.copy_(fitted.bias.to(head.bias))
+        return float((fitted(features.double().cpu()).argmax(1) == labels).double().mean())
