@@ -16,12 +16,18 @@ from aerossl.validate import config_from_dict, load_config
 METHODS = ("softmatch", "adamatch", "defixmatch", "simmatch")
 
 
+#: SimMatch's labelled-feature bank and unfolded targets need longer: at 150 steps it ended at
+#: 0.36 on an AMD EPYC and above 0.4 on an Intel Xeon (same code and seed, rounding only).
+STEPS = {"simmatch": 300}
+
+
 # chance is 0.2 (five classes, 4 labels each)
 @pytest.mark.slow  # multi-step training (CI runs it: pytest -m slow)
 @pytest.mark.parametrize("algorithm", METHODS)
 def test_method_learns_on_real_images(five_classes: Path, tmp_path: Path, algorithm: str) -> None:
-    cfg = small_config(five_classes, tmp_path, algorithm, train__steps=150,
-                       train__eval_every=150, train__log_every=10)
+    steps = STEPS.get(algorithm, 150)
+    cfg = small_config(five_classes, tmp_path, algorithm, train__steps=steps,
+                       train__eval_every=steps, train__log_every=10)
     result = aerossl.train(cfg)
     rows = [m for m in read_metrics(result.run_dir) if m["split"] == "train"]
     for row in rows:
