@@ -78,6 +78,7 @@ class Features(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.train(network.training)  # so that predict() restores the network's own mode
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network.forward_features(x)

@@ -238,12 +238,7 @@ def probe_head(network: Normalized, data: RunData, num_classes: int, l2: float) 
     labeled = np.asarray(data.labeled)
     if len(labeled) == 0:
         raise ConfigError("model.head_init: probe needs labelled images; this run has none")
-    was_training = network.training
-    network.eval()
-    try:
-        features = data.features(network, labeled)
-    finally:
-        network.train(was_training)
+    features = data.features(network, labeled)  # in eval mode
     labels = data.labels.cpu()[torch.as_tensor(labeled)]
     fitted = fit_linear_head(features, labels, num_classes, l2)
     head = network.head
