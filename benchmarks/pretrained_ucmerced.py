@@ -5,6 +5,12 @@ Rows:
   (a) ``logreg``: the frozen ImageNet network's pooled features of the plain images and
       scikit-learn's ``LogisticRegression`` on the labelled ones (what anyone can do without
       aerossl); its minutes are feature extraction plus fitting.
+  (a') ``--propagate``: label propagation (Zhou et al., NeurIPS 2003) on the same features, the
+      graph over the training pool only (labelled and unlabelled images; the test images are
+      never in it): a cosine k-nearest-neighbour graph, the labelled images' one-hot rows
+      spread with ``alpha`` 0.99, then each test image scored by its k nearest pool images'
+      propagated rows (inductive). Also reports the propagated labels' accuracy on the
+      unlabelled pool: how good the pseudo-labels a frozen-feature graph gives would be.
   (b), (c): each ``--configs`` recipe as its own ``aerossl train`` process (one at a time,
       ``--threads`` threads); minutes are the process's wall time, view-bank build included when
       the bank was not yet cached (the ``bank min`` column says how much of it was the bank).
@@ -74,10 +80,77 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
         clf = LogisticRegression(max_iter=5000).fit(features[data.split.labeled],
                                                     y[data.split.labeled])
         acc = float((clf.predict(features[data.split.test]) == y[data.split.test]).mean())
+        unlabeled = np.setdiff1d(data.split.unlabeled, data.split.labeled)
+        pool_acc = float((clf.predict(features[unlabeled]) == y[unlabeled]).mean())
         minutes = extract_min + (time.perf_counter() - t0) / 60
         rows.append({"method": "logreg (frozen features)", "seed": seed, "labels": labels,
-                     "acc": acc, "minutes": minutes, "bank_minutes": 0.0, "steps": 0})
+                     "acc": acc, "pool_acc": pool_acc, "minutes": minutes, "bank_minutes": 0.0,
+                     "steps": 0})
         print(f"logreg seed {seed} labels {labels}: {acc:.4f} ({minutes:.1f} min)", flush=True)
+    return rows
+
+
+def propagate(features: np.ndarray, labeled: np.ndarray, labels: np.ndarray, pool: np.ndarray,
+              test: np.ndarray, num_classes: int, k: int = 10, alpha: float = 0.99,
+              power: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Label propagation over the pool's cosine k-NN graph (edge weight ``cos**power``,
+    symmetric, normalised); returns the propagated class scores of the pool and of the test
+    images (each a weighted sum of its k nearest pool images' scores)."""
+    x = features / np.linalg.norm(features, axis=1, keepdims=True)
+    xp = x[pool]
+    n = len(pool)
+
+    def knn(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.argpartition(-sim, k, axis=1)[:, :k]
+        return idx, np.clip(np.take_along_axis(sim, idx, axis=1), 0, None) ** power
+
+    sim = xp @ xp.T
+    np.fill_diagonal(sim, -np.inf)
+    idx, w = knn(sim)
+    graph = np.zeros((n, n))
+    np.put_along_axis(graph, idx, w, axis=1)
+    graph = graph + graph.T
+    d = 1 / np.sqrt(np.maximum(graph.sum(1), 1e-12))
+    graph = d[:, None] * graph * d[None, :]
+    where = {int(j): i for i, j in enumerate(pool)}
+    seeds = np.zeros((n, num_classes))
+    seeds[[where[int(j)] for j in labeled], labels] = 1
+    seeds /= np.maximum(seeds.sum(0, keepdims=True), 1)  # every class seeds the same mass
+    scores = np.linalg.solve(np.eye(n) - alpha * graph, seeds)
+    scores /= np.maximum(scores.sum(1, keepdims=True), 1e-12)
+    tidx, tw = knn(x[test] @ xp.T)
+    return scores, np.einsum("tk,tkc->tc", tw, scores[tidx])
+
+
+def propagate_rows(args: argparse.Namespace, labels: str) -> list[dict]:
+    """Row (a') for every seed, on the features row (a) extracted."""
+    from aerossl.engine.data import load_data
+    from aerossl.validate import load_config
+
+    if "features" not in _FEATURES:
+        raise SystemExit("--propagate needs row (a)'s features: drop --no-logreg")
+    features, extract_min = _FEATURES["features"], _FEATURES["minutes"]
+    cfg = load_config(None, [f"data.root={args.data}", f"data.image_size={args.image_size}",
+                             f"data.labels_per_class={'null' if labels == 'all' else labels}"])
+    rows = []
+    for seed in args.seeds:
+        data = load_data(cfg.data, seed)
+        t0 = time.perf_counter()
+        y = data.labels.numpy()
+        split = data.split
+        pool = np.union1d(split.labeled, split.unlabeled)
+        pool_scores, test_scores = propagate(features, split.labeled, y[split.labeled], pool,
+                                             split.test, data.num_classes)
+        acc = float((test_scores.argmax(1) == y[split.test]).mean())
+        unlabeled = np.setdiff1d(pool, split.labeled)
+        where = np.searchsorted(pool, unlabeled)
+        pool_acc = float((pool_scores[where].argmax(1) == y[unlabeled]).mean())
+        minutes = extract_min + (time.perf_counter() - t0) / 60
+        rows.append({"method": "label propagation (frozen features)", "seed": seed,
+                     "labels": labels, "acc": acc, "pool_acc": pool_acc, "minutes": minutes,
+                     "bank_minutes": 0.0, "steps": 0})
+        print(f"propagation seed {seed} labels {labels}: test {acc:.4f}, unlabelled pool "
+              f"{pool_acc:.4f}", flush=True)
     return rows
 
 
@@ -131,6 +204,10 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
         "bank min (max) | steps |",
         "|---|---|---|---|---|---|---|",
     ]
+    pooled = any("pool_acc" in r for r in rows)
+    if pooled:  # frozen-feature rows: how right their labels are on the unlabelled pool too
+        lines[-2] += " unlabelled pool (mean) |"
+        lines[-1] += "---|"
     keys = list(dict.fromkeys((r["labels"], r["method"]) for r in rows))
     for labels, method in keys:
         sel = [r for r in rows if r["labels"] == labels and r["method"] == method]
@@ -140,7 +217,9 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
             f"| {labels} | {method} | {accs.mean():.1f} ± {spread:.1f}"
             f" | {', '.join(f'{a:.1f}' for a in accs)} | "
             f"{np.mean([r['minutes'] for r in sel]):.1f} | "
-            f"{max(r['bank_minutes'] for r in sel):.1f} | {sel[0]['steps']} |")
+            f"{max(r['bank_minutes'] for r in sel):.1f} | {sel[0]['steps']} |"
+            + (f" {np.mean([r['pool_acc'] for r in sel]) * 100:.1f} |" if "pool_acc" in sel[0]
+               else " |" if pooled else ""))
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     _plot(rows, keys, out.with_suffix(".png"), len(args.labels) > 1)
@@ -189,6 +268,7 @@ def main() -> None:
     p.add_argument("--configs", nargs="*", default=list(DEFAULT_CONFIGS),
                    help="recipes to train (none: the logistic-regression rows only)")
     p.add_argument("--no-logreg", action="store_true", help="skip row (a)")
+    p.add_argument("--propagate", action="store_true", help="add row (a'): label propagation")
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
@@ -202,6 +282,8 @@ def main() -> None:
     for labels in args.labels:
         if not args.no_logreg:
             rows += logreg_rows(args, labels)
+        if args.propagate:
+            rows += propagate_rows(args, labels)
         for config in args.configs:
             rows += train_rows(args, config, labels)
         write_table(rows, args)
