@@ -213,3 +213,27 @@ def test_recipe_choice_counts_only_the_seeds_every_method_has(tmp_path: Path) ->
     # counting b's extra seed would rank b first: (0.70 + 0.73) / 2 against (0.60 + 0.75) / 2
     assert [r["method"] for r in ranking] == ["a", "b"]
     assert ranking[0]["mean"] == pytest.approx((0.60 + 0.75) / 2)
+
+
+def test_label_propagation_baseline_follows_the_pool_graph_not_the_nearest_label() -> None:
+    """Two chains of directions 0.3 rad apart, each labelled at one image: a test point at
+    cluster 0's far end is nearer to cluster 1's labelled image than to its own, and
+    propagation along the chain still gets it right."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from pretrained_ucmerced import propagate
+
+    angles0 = np.linspace(0.0, 0.7, 40)  # cluster 0: a chain of directions from 0 to 0.7 rad
+    angles1 = np.linspace(1.0, 1.5, 40)  # cluster 1, starting 0.3 rad past cluster 0's end
+    angles = np.concatenate([angles0, angles1, [0.65, 1.3]])  # two test points
+    features = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    pool, test = np.arange(80), np.array([80, 81])
+    labeled, labels = np.array([0, 40]), np.array([0, 1])  # each chain's first image
+    pool_scores, test_scores = propagate(features, labeled, labels, pool, test, 2, k=4)
+    truth = np.repeat([0, 1], 40)
+    assert (pool_scores.argmax(1) == truth).all()
+    assert test_scores.argmax(1).tolist() == [0, 1]
+    # the nearest labelled image is cluster 1's for both test points: the graph decides
+    nearest = np.abs(angles[[80, 81]][:, None] - angles[labeled][None, :]).argmin(1)
+    assert nearest.tolist() == [1, 1]
