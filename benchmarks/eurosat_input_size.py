@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eurosat_usb import write_split
+from pretrained_ucmerced import frozen_extractor
 from ucmerced_4labels import cpu_name
 
 
@@ -34,18 +35,12 @@ def size_rows(data: Path, split_dir: Path, size: int, labels: list[int], seeds: 
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from aerossl.algorithms.base import Features
     from aerossl.engine.data import load_data
     from aerossl.engine.evaluate import predict
-    from aerossl.models import create_model
-    from aerossl.models.normalize import Normalized
-    from aerossl.models.pretrained import load_pretrained, pretrained_source
     from aerossl.validate import load_config
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model = "efficientnet_lite0"
-    src = pretrained_source(model, "imagenet")
     features: dict[int, np.ndarray] = {}
     net = None
     accs: dict[int, list[float]] = {}
@@ -56,13 +51,11 @@ def size_rows(data: Path, split_dir: Path, size: int, labels: list[int], seeds: 
                                      f"data.test_names_file={split_dir / 'test.txt'}",
                                      f"data.labels_per_class={per_class}"])
             bundle = load_data(cfg.data, seed)
-            if net is None:
-                backbone = create_model(model, bundle.num_classes, bundle.channels)
-                load_pretrained(backbone, model, "imagenet")
-                net = Features(Normalized(backbone, [src.mean] * 3, [src.std] * 3))
             split = bundle.split
             need = np.setdiff1d(np.union1d(split.labeled, split.test),
                                 np.fromiter(features, dtype=np.int64))
+            if net is None:
+                net = frozen_extractor("efficientnet_lite0", bundle.num_classes, bundle.channels)
             if len(need):
                 out = predict(net, bundle.images, need, 64, torch.device("cpu")).numpy()
                 features.update(zip(need.tolist(), out, strict=True))

@@ -32,8 +32,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ucmerced_4labels import cpu_name
@@ -44,18 +48,29 @@ DEFAULT_CONFIGS = ("ucmerced_pretrained_supervised", "ucmerced_pretrained_fixmat
 _FEATURES: dict = {}  # pooled features of every image, extracted once per process
 
 
+def frozen_extractor(model: str, num_classes: int, channels: int) -> torch.nn.Module:
+    """``model`` with its ImageNet weights and their input normalisation, as a module whose
+    output is the pooled features (to batch through ``aerossl.engine.evaluate.predict``,
+    which runs it in eval mode)."""
+    from aerossl.algorithms.base import Features
+    from aerossl.models import create_model
+    from aerossl.models.normalize import Normalized
+    from aerossl.models.pretrained import load_pretrained, pretrained_source
+
+    src = pretrained_source(model, "imagenet")
+    backbone = create_model(model, num_classes, channels)
+    load_pretrained(backbone, model, "imagenet")
+    return Features(Normalized(backbone, [src.mean] * 3, [src.std] * 3))
+
+
 def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
     """Row (a) for every seed: pooled features of the frozen pretrained network, then
     logistic regression on the labelled images."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from aerossl.algorithms.base import Features
     from aerossl.engine.data import load_data
     from aerossl.engine.evaluate import predict
-    from aerossl.models import create_model
-    from aerossl.models.normalize import Normalized
-    from aerossl.models.pretrained import load_pretrained, pretrained_source
     from aerossl.validate import load_config
 
     torch.set_num_threads(args.threads)
@@ -67,11 +82,8 @@ def logreg_rows(args: argparse.Namespace, labels: str) -> list[dict]:
         data = load_data(cfg.data, seed)
         if features is None:  # the plain images' features do not depend on labels or seed
             t0 = time.perf_counter()
-            src = pretrained_source(args.model, "imagenet")
-            backbone = create_model(args.model, data.num_classes, data.channels)
-            load_pretrained(backbone, args.model, "imagenet")
-            feats = Features(Normalized(backbone, [src.mean] * 3, [src.std] * 3))
-            features = predict(feats, data.images, np.arange(len(data.labels)), 64,
+            net = frozen_extractor(args.model, data.num_classes, data.channels)
+            features = predict(net, data.images, np.arange(len(data.labels)), 64,
                                torch.device("cpu")).numpy()
             extract_min = (time.perf_counter() - t0) / 60
             _FEATURES.update(features=features, minutes=extract_min)
