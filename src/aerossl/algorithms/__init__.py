@@ -31,6 +31,7 @@ from aerossl.algorithms import (  # noqa: F401
     fixmatch,
     flexmatch,
     freematch,
+    label_propagation,
     lwf,
     mean_teacher,
     mixmatch,

@@ -225,6 +225,15 @@ class Algorithm(nn.Module):
         """Hook called once when a new run starts, before its first step (e.g. to pseudo-label
         the unlabelled images with a teacher). Not called on resume: keep results in buffers."""
 
+    def refresh_interval(self) -> int:
+        """Steps between calls of :meth:`refresh` (0, the default: never)."""
+        return 0
+
+    def refresh(self, data: RunData) -> None:
+        """Hook called before every ``refresh_interval()``-th step, step 0 included, with the
+        run's data (e.g. to relabel the unlabelled pool with the current network). Results must
+        be kept in buffers: a resumed run calls it again only at the next multiple."""
+
     def offline_pseudo_labels(self) -> tuple[Tensor, Tensor] | None:
         """Pseudo-labels ``(N,)`` and weights ``(N,)`` over the whole dataset, for a method that
         labels the unlabelled images once (Noisy Student); the engine scores them against the

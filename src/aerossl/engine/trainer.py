@@ -223,6 +223,7 @@ class Trainer(RunState):
                        self.data.classes)
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        refresh = self._refresh(ctx)
         t0 = time.perf_counter()
         batch = self.batches.next()
         t1 = time.perf_counter()
@@ -249,8 +250,18 @@ class Trainer(RunState):
         self.algorithm.on_step_end(ctx)
         t3 = time.perf_counter()
         values = step_log(out, batch, self.batches.labels)
-        times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2}
+        times = {"time/data": t1 - t0, "time/model": t2 - t1, "time/optim": t3 - t2, **refresh}
         return values, times
+
+    def _refresh(self, ctx: StepContext) -> dict[str, float]:
+        """The algorithm's periodic :meth:`~aerossl.algorithms.Algorithm.refresh` (every rank
+        runs it on the same weights), timed as ``time/refresh``."""
+        every = self.algorithm.refresh_interval()
+        if not every or ctx.step % every:
+            return {}
+        t0 = time.perf_counter()
+        self.algorithm.refresh(self.run_data())
+        return {"time/refresh": time.perf_counter() - t0}
 
     def _on_nonfinite(self, batch: Batch, out: StepOutput, ctx: StepContext) -> None:
         """A non-finite loss: skip the update (``on_nonfinite: skip``) or log the batch's
