@@ -106,31 +106,26 @@ def propagate(features: np.ndarray, labeled: np.ndarray, labels: np.ndarray, poo
               test: np.ndarray, num_classes: int, k: int = 10, alpha: float = 0.99,
               power: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """Label propagation over the pool's cosine k-NN graph (edge weight ``cos**power``,
-    symmetric, normalised); returns the propagated class scores of the pool and of the test
-    images (each a weighted sum of its k nearest pool images' scores)."""
+    symmetric, normalised: ``aerossl.algorithms.graph``, the ``label_propagation`` method's);
+    returns the propagated class scores of the pool and of the test images (each a weighted
+    sum of its k nearest pool images' scores)."""
+    import torch
+
+    from aerossl.algorithms.graph import knn_graph
+    from aerossl.algorithms.graph import propagate as solve
+
     x = features / np.linalg.norm(features, axis=1, keepdims=True)
     xp = x[pool]
-    n = len(pool)
-
-    def knn(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.argpartition(-sim, k, axis=1)[:, :k]
-        return idx, np.clip(np.take_along_axis(sim, idx, axis=1), 0, None) ** power
-
-    sim = xp @ xp.T
-    np.fill_diagonal(sim, -np.inf)
-    idx, w = knn(sim)
-    graph = np.zeros((n, n))
-    np.put_along_axis(graph, idx, w, axis=1)
-    graph = graph + graph.T
-    d = 1 / np.sqrt(np.maximum(graph.sum(1), 1e-12))
-    graph = d[:, None] * graph * d[None, :]
     where = {int(j): i for i, j in enumerate(pool)}
-    seeds = np.zeros((n, num_classes))
-    seeds[[where[int(j)] for j in labeled], labels] = 1
-    seeds /= np.maximum(seeds.sum(0, keepdims=True), 1)  # every class seeds the same mass
-    scores = np.linalg.solve(np.eye(n) - alpha * graph, seeds)
+    seeds = torch.zeros(len(pool), num_classes, dtype=torch.float64)
+    seeds[[where[int(j)] for j in labeled], torch.as_tensor(labels)] = 1
+    seeds /= seeds.sum(0, keepdim=True).clamp_min(1)  # every class seeds the same mass
+    graph = knn_graph(torch.as_tensor(xp), k, power)
+    scores = solve(graph, seeds, alpha, tol=1e-10, max_iter=1000).clamp_min(0).numpy()
     scores /= np.maximum(scores.sum(1, keepdims=True), 1e-12)
-    tidx, tw = knn(x[test] @ xp.T)
+    sim = x[test] @ xp.T
+    tidx = np.argpartition(-sim, k, axis=1)[:, :k]
+    tw = np.clip(np.take_along_axis(sim, tidx, axis=1), 0, None) ** power
     return scores, np.einsum("tk,tkc->tc", tw, scores[tidx])
 
 
