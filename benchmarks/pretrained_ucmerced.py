@@ -111,17 +111,13 @@ def propagate(features: np.ndarray, labeled: np.ndarray, labels: np.ndarray, poo
     sum of its k nearest pool images' scores)."""
     import torch
 
-    from aerossl.algorithms.graph import knn_graph
-    from aerossl.algorithms.graph import propagate as solve
+    from aerossl.algorithms.graph import propagated_scores
 
     x = features / np.linalg.norm(features, axis=1, keepdims=True)
     xp = x[pool]
-    where = {int(j): i for i, j in enumerate(pool)}
-    seeds = torch.zeros(len(pool), num_classes, dtype=torch.float64)
-    seeds[[where[int(j)] for j in labeled], torch.as_tensor(labels)] = 1
-    seeds /= seeds.sum(0, keepdim=True).clamp_min(1)  # every class seeds the same mass
-    graph = knn_graph(torch.as_tensor(xp), k, power)
-    scores = solve(graph, seeds, alpha, tol=1e-10, max_iter=1000).clamp_min(0).numpy()
+    where = torch.as_tensor(np.searchsorted(pool, labeled))
+    scores = propagated_scores(torch.as_tensor(xp), where, torch.as_tensor(labels), num_classes,
+                               k, alpha, power, tol=1e-10, max_iter=1000).numpy()
     scores /= np.maximum(scores.sum(1, keepdims=True), 1e-12)
     sim = x[test] @ xp.T
     tidx = np.argpartition(-sim, k, axis=1)[:, :k]

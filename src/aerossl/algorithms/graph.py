@@ -66,6 +66,19 @@ def propagate(graph: Tensor, seeds: Tensor, alpha: float = 0.99, tol: float = 1e
     return z
 
 
+def propagated_scores(features: Tensor, labeled: Tensor, labels: Tensor, num_classes: int,
+                      k: int = 10, alpha: float = 0.99, power: float = 3.0, tol: float = 1e-6,
+                      max_iter: int = 200) -> Tensor:
+    """The class scores (N x C, float64, non-negative, not normalised) that the rows
+    ``labeled`` of ``features`` (their classes ``labels``) spread to every row over
+    :func:`knn_graph`; every class seeds the same mass."""
+    graph = knn_graph(features, k, power)
+    seeds = torch.zeros(len(features), num_classes, dtype=torch.float64)
+    seeds[labeled, labels] = 1.0
+    seeds /= seeds.sum(0, keepdim=True).clamp_min(1.0)  # every class seeds the same mass
+    return propagate(graph, seeds, alpha, tol, max_iter).clamp_min(0)
+
+
 def propagated_labels(features: Tensor, labeled: Tensor, labels: Tensor, num_classes: int,
                       k: int = 10, alpha: float = 0.99, power: float = 3.0
                       ) -> tuple[Tensor, Tensor]:
@@ -73,11 +86,7 @@ def propagated_labels(features: Tensor, labeled: Tensor, labels: Tensor, num_cla
     every row: the arg-max class of each row's propagated scores and its certainty
     ``1 - H(z) / log C`` (``z``: the scores normalised to sum 1; 0 for a row no label reaches).
     The labelled rows keep their own labels."""
-    graph = knn_graph(features, k, power)
-    seeds = torch.zeros(len(features), num_classes, dtype=torch.float64)
-    seeds[labeled, labels] = 1.0
-    seeds /= seeds.sum(0, keepdim=True).clamp_min(1.0)  # every class seeds the same mass
-    scores = propagate(graph, seeds, alpha).clamp_min(0)
+    scores = propagated_scores(features, labeled, labels, num_classes, k, alpha, power)
     total = scores.sum(1, keepdim=True)
     reached = total.squeeze(1) > 1e-12
     z = scores / total.clamp_min(1e-30)

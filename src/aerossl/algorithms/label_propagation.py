@@ -37,7 +37,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.algorithms.graph import propagated_labels
-from aerossl.algorithms.targets import soft_cross_entropy
+from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
 log = logging.getLogger("aerossl")
 
@@ -107,9 +107,7 @@ class LabelPropagation(Algorithm):
         loss_sup = soft_cross_entropy(logits_x, targets)
         pseudo = self.propagated[batch.unlabeled_index]
         weight = self.weights[batch.unlabeled_index]
-        per_image = nn.functional.cross_entropy(logits_u.float(), pseudo.clamp_min(0),
-                                                reduction="none")
-        loss_u = (weight * per_image).mean()
+        loss_u = masked_cross_entropy(logits_u, pseudo.clamp_min(0), weight)
         loss = loss_sup + self.p.lambda_u * loss_u
         values = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_u.detach(),
                   "propagation/weight": weight.mean().detach()}
