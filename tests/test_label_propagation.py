@@ -100,6 +100,70 @@ def test_class_balance_weighs_rare_propagated_classes_up() -> None:
     assert math.isclose(float(algo.weights[6]), 8 / 6, rel_tol=1e-6)
 
 
+def test_consistency_adds_fixmatchs_thresholded_weak_to_strong_loss() -> None:
+    cls = get_algorithm("label_propagation")
+    assert "weak" not in cls.views(cls.Params()).unlabeled  # off: no weak view is forwarded
+    params = cls.Params(balance=False, lambda_u=0.5, consistency=2.0, threshold=0.9)
+    assert "weak" in cls.views(params).unlabeled
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():  # logits = the first three inputs
+        model[1].weight.copy_(torch.eye(3, 4))
+        model[1].bias.zero_()
+    algo = cls(model, params, 3, num_images=6)
+    algo.propagated[:] = torch.tensor([0, 1, 2, 2, 1, 0])
+    algo.weights[:] = torch.tensor([1.0, 0.5, 0.25, 0.0, 1.0, 1.0])
+    g = torch.Generator().manual_seed(2)
+    x, u, w = (torch.randn(n, 4, 1, 1, generator=g) for n in (2, 3, 3))
+    w[1:] = 0.0  # two weak views uniform
+    w[0, 0] = 20.0  # one confidently class 0: it alone passes the 0.9 threshold
+    index = torch.tensor([1, 2, 3])
+    batch = Batch({"weak": x}, torch.tensor([0, 2]), {"strong": u, "weak": w},
+                  unlabeled_index=index)
+    out = algo.training_step(batch, StepContext(0, 10))
+    with torch.no_grad():
+        lx, lu, lw = algo.model(x), algo.model(u), algo.model(w)
+    probs = lw.softmax(1)
+    assert float(probs[0].max()) >= 0.9 and bool((probs[1:].max(1).values < 0.9).all())
+    sup = -(torch.log_softmax(lx, 1)[[0, 1], [0, 2]]).mean()
+    logp = torch.log_softmax(lu, 1)
+    unsup = -(0.5 * logp[0, 1] + 0.25 * logp[1, 2]) / 3
+    consistency = -logp[0, int(probs[0].argmax())] / 3
+    assert torch.allclose(out.loss, sup + 0.5 * unsup + 2.0 * consistency, atol=1e-6)
+    assert math.isclose(float(out.log["consistency/mask"]), 1 / 3, rel_tol=1e-6)
+
+
+def test_graph_from_the_evaluated_weights_when_asked() -> None:
+    from aerossl.algorithms.base import RunData
+
+    cls = get_algorithm("label_propagation")
+    # the trained weights see two groups {0..3} and {4..7}; the evaluated weights see them
+    # swapped halves {0, 1, 4, 5} and {2, 3, 6, 7}: image 0 and image 6 are labelled
+    features = torch.tensor([[1.0, 0]] * 4 + [[0, 1.0]] * 4)
+    swapped = torch.tensor([[1.0, 0]] * 2 + [[0, 1.0]] * 2 + [[1.0, 0]] * 2 + [[0, 1.0]] * 2)
+    features += 0.01 * torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    swapped += 0.01 * torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, -1, -1, -1, -1, -1, 1, -1])
+
+    class Lookup(torch.nn.Module):
+        def __init__(self, table: torch.Tensor) -> None:
+            super().__init__()
+            self.table = table
+
+        def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.table[idx.long()]
+
+    def predict(module: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+        return module(torch.as_tensor(idx))
+
+    expected = {"trained": [0] * 4 + [1] * 4, "evaluated": [0, 0, 1, 1, 0, 0, 1, 1]}
+    for which, want in expected.items():
+        algo = cls(Lookup(features), cls.Params(graph_weights=which, k=3), 2, num_images=8)
+        data = RunData(features, labels, np.array([0, 6]), np.arange(8), np.array([], int),
+                       predict, evaluated=Lookup(swapped))
+        algo.refresh(data)
+        assert algo.propagated.tolist() == want, which
+
+
 def test_engine_refreshes_every_interval_from_step_zero(five_classes: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     cls = get_algorithm("label_propagation")

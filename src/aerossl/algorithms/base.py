@@ -57,6 +57,8 @@ class RunData:
 
     ``labels`` are those of the labelled and test images; the hidden labels of the unlabelled
     images are -1 (the engine keeps them, see :meth:`Algorithm.offline_pseudo_labels`).
+    ``evaluated`` is the network the engine evaluates (its EMA copy when ``train.ema`` is on),
+    None where the engine has none apart from the trained one.
     """
 
     images: Tensor
@@ -66,6 +68,7 @@ class RunData:
     test: np.ndarray
     predict: Callable[[nn.Module, np.ndarray], Tensor]
     classes: list[str] = field(default_factory=list)
+    evaluated: nn.Module | None = None
 
     def features(self, network: nn.Module, indices: np.ndarray) -> Tensor:
         """Pooled features ``network.forward_features(x)`` of the images at ``indices``."""

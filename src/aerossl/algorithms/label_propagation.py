@@ -9,16 +9,22 @@ images propagated to class c). Between refreshes:
 
     loss = CE(x, y) + lambda_u * mean_u( w_u * zeta_{y_u} * CE(u_strong, y_u) )
 
-The paper trains the unlabelled images on standard augmentations (with Mean Teacher beside);
-here they are FixMatch's strong views. At the first refresh the features are those of the
-starting network (with ImageNet weights: the frozen-feature graph of
-``benchmarks/results/propagation_ucmerced.md``); later refreshes use the features it learned.
+The paper trains the unlabelled images on standard augmentations with Mean Teacher's
+consistency loss beside; here they are FixMatch's strong views, and the consistency term beside
+is FixMatch's (``consistency`` > 0, off by default):
+
+    + consistency * mean_u( 1[max p(u_weak) >= tau] * CE(u_strong, argmax p(u_weak)) )
+
+At the first refresh the features are those of the starting network (with ImageNet weights: the
+frozen-feature graph of ``benchmarks/results/propagation_ucmerced.md``); later refreshes use the
+features it learned: the trained weights', or (``graph_weights: evaluated``) those of the
+weights the engine evaluates, its EMA copy when ``train.ema`` is on.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -59,6 +65,17 @@ class LabelPropagation(Algorithm):
             True, description="weigh each propagated class by n / (C n_c) (Iscen et al.)"
         )
         lambda_u: float = Field(1.0, ge=0, description="weight of the unlabelled loss")
+        graph_weights: Literal["trained", "evaluated"] = Field(
+            "trained", description="whose features build the graph: the trained weights, or "
+            "the evaluated ones (the EMA copy when train.ema is on)"
+        )
+        consistency: float = Field(
+            0.0, ge=0, description="weight of FixMatch's weak-to-strong loss beside (0: off, "
+            "and no weak view of the unlabelled images is forwarded)"
+        )
+        threshold: float = Field(
+            0.95, ge=0, le=1, description="confidence threshold of the consistency term"
+        )
 
     def __init__(self, model: nn.Module, params: AlgorithmParams, num_classes: int,
                  **data: Any) -> None:
@@ -67,8 +84,11 @@ class LabelPropagation(Algorithm):
         self.register_buffer("weights", torch.zeros(self.num_images))
 
     @classmethod
-    def views(cls, params: AlgorithmParams) -> ViewSpec:
-        return ViewSpec(labeled={"weak": "weak"}, unlabeled={"strong": "strong"})
+    def views(cls, params: Params) -> ViewSpec:  # type: ignore[override]
+        unlabeled = {"strong": "strong"}
+        if params.consistency > 0:
+            unlabeled["weak"] = "weak"
+        return ViewSpec(labeled={"weak": "weak"}, unlabeled=unlabeled)
 
     def refresh_interval(self) -> int:
         return self.p.refresh_every
@@ -77,7 +97,10 @@ class LabelPropagation(Algorithm):
     def refresh(self, data: RunData) -> None:
         """Propagate the labelled images' labels over the current network's features."""
         pool = np.union1d(data.labeled, data.unlabeled)
-        features = data.features(self.model, pool)
+        network = self.model
+        if self.p.graph_weights == "evaluated" and data.evaluated is not None:
+            network = data.evaluated
+        features = data.features(network, pool)
         where = np.searchsorted(pool, data.labeled)
         labels = data.labels.cpu()[torch.as_tensor(data.labeled, dtype=torch.long)]
         pred, certainty = propagated_labels(
@@ -103,7 +126,11 @@ class LabelPropagation(Algorithm):
         assert batch.unlabeled_index is not None
         x, targets = self.mix_labeled(batch.labeled["weak"], batch.labels)
         u = batch.unlabeled["strong"]
-        logits_x, logits_u = self.model(torch.cat([x, u])).split([len(x), len(u)])
+        if self.p.consistency > 0:
+            logits_x, logits_weak, logits_u = self.weak_strong_logits(
+                x, batch.unlabeled["weak"], u)
+        else:
+            logits_x, logits_u = self.model(torch.cat([x, u])).split([len(x), len(u)])
         loss_sup = soft_cross_entropy(logits_x, targets)
         pseudo = self.propagated[batch.unlabeled_index]
         weight = self.weights[batch.unlabeled_index]
@@ -111,4 +138,11 @@ class LabelPropagation(Algorithm):
         loss = loss_sup + self.p.lambda_u * loss_u
         values = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_u.detach(),
                   "propagation/weight": weight.mean().detach()}
+        if self.p.consistency > 0:
+            confidence, guess = logits_weak.softmax(dim=1).max(dim=1)
+            accepted = (confidence >= self.p.threshold).float()
+            loss_c = masked_cross_entropy(logits_u, guess, accepted)
+            loss = loss + self.p.consistency * loss_c
+            values["loss/consistency"] = loss_c.detach()
+            values["consistency/mask"] = accepted.mean()
         return StepOutput(loss, values, pseudo_labels=pseudo, mask=(weight > 0).float())

@@ -220,7 +220,7 @@ class Trainer(RunState):
         s = self.data.split
         labels = visible_labels(self.data.labels, s.unlabeled, s.labeled)  # hidden ones: -1
         return RunData(self.eval_inputs, labels, s.labeled, s.unlabeled, s.test, infer,
-                       self.data.classes)
+                       self.data.classes, self.eval_network())
 
     def _train_step(self, ctx: StepContext) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         refresh = self._refresh(ctx)
