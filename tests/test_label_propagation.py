@@ -185,6 +185,25 @@ def test_engine_refreshes_every_interval_from_step_zero(five_classes: Path, tmp_
     assert any("time/refresh" in m for m in trains)
 
 
+def test_a_refresh_on_a_skipped_step_is_still_timed(five_classes: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = get_algorithm("label_propagation")
+    original = cls.training_step
+
+    def nan_at_three(self, batch, ctx):
+        out = original(self, batch, ctx)
+        if ctx.step == 3:  # the step after the second refresh: its loss is NaN, skipped
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(cls, "training_step", nan_at_three)
+    cfg = small_config(five_classes, tmp_path, "label_propagation", algorithm__refresh_every=3,
+                       train__on_nonfinite="skip")
+    rows = [m for m in read_metrics(aerossl.train(cfg).run_dir) if m["split"] == "train"]
+    assert [r["skipped_steps"] for r in rows] == [0, 1, 1, 1]
+    assert all("time/refresh" in r for r in rows)  # steps 0, 3 (skipped), 6 and 9 refresh
+
+
 def test_resume_is_exact_with_the_propagated_labels(five_classes: Path, tmp_path: Path) -> None:
     cfg = config_from_dict(small_config(five_classes, tmp_path, "label_propagation",
                                         algorithm__refresh_every=5))

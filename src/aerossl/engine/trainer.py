@@ -238,7 +238,8 @@ class Trainer(RunState):
         if distributed.any_rank(not bool(torch.isfinite(out.loss)), self.device):
             self._on_nonfinite(batch, out, ctx)
             values = step_log(out, batch, self.batches.labels)
-            return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1}
+            return values, {"time/data": t1 - t0, "time/model": time.perf_counter() - t1,
+                            **refresh}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         t2 = time.perf_counter()
