@@ -228,3 +228,9 @@ def test_label_propagation_learns_on_real_images(five_classes: Path, tmp_path: P
 def test_shipped_pretrained_config_validates() -> None:
     cfg = load_config(aerossl.find_config("ucmerced_pretrained_label_propagation"))
     assert cfg.algorithm.name == "label_propagation"
+    assert getattr(cfg.algorithm, "consistency", 0) == 0
+    both = load_config(aerossl.find_config("ucmerced_pretrained_label_propagation_consistency"))
+    assert both.algorithm.consistency == 1.0
+    # the same recipe but the consistency term: the two compare on the same labels
+    assert both.to_dict()["train"] == cfg.to_dict()["train"]
+    assert both.to_dict()["data"] == cfg.to_dict()["data"]
