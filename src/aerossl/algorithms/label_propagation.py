@@ -139,7 +139,7 @@ class LabelPropagation(Algorithm):
         values = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_u.detach(),
                   "propagation/weight": weight.mean().detach()}
         if self.p.consistency > 0:
-            confidence, guess = logits_weak.softmax(dim=1).max(dim=1)
+            confidence, guess = logits_weak.float().softmax(dim=1).max(dim=1)
             accepted = (confidence >= self.p.threshold).float()
             loss_c = masked_cross_entropy(logits_u, guess, accepted)
             loss = loss + self.p.consistency * loss_c
