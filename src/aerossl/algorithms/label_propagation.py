@@ -43,6 +43,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.algorithms.graph import propagated_labels
+from aerossl.algorithms.selectors import confident_pseudo_labels
 from aerossl.algorithms.targets import masked_cross_entropy, soft_cross_entropy
 
 log = logging.getLogger("aerossl")
@@ -139,8 +140,8 @@ class LabelPropagation(Algorithm):
         values = {"loss/sup": loss_sup.detach(), "loss/unsup": loss_u.detach(),
                   "propagation/weight": weight.mean().detach()}
         if self.p.consistency > 0:
-            confidence, guess = logits_weak.float().softmax(dim=1).max(dim=1)
-            accepted = (confidence >= self.p.threshold).float()
+            guess, accepted, _ = confident_pseudo_labels(logits_weak.float().softmax(dim=1),
+                                                         self.p.threshold)
             loss_c = masked_cross_entropy(logits_u, guess, accepted)
             loss = loss + self.p.consistency * loss_c
             values["loss/consistency"] = loss_c.detach()
