@@ -9,6 +9,11 @@ is the recommendation (ties: the higher worst cell).
     python benchmarks/recipe_choice.py --sweep "UC Merced=/runs/ucmerced" \\
         --sweep "EuroSAT=/runs/eurosat" --methods fixmatch softmatch --baseline supervised \\
         --out benchmarks/results/recipe_choice.md --note "what else ran"
+
+A candidate run as its own sweep (a method with options, e.g. label propagation with a
+consistency term) joins under its own name with ``--extra NAME=METHOD@SET=DIR`` (repeat per
+set): DIR's cells of METHOD are read as method NAME of set SET. Its cells must come from
+sweeps with the same data section and seeds, so that a seed means the same labels.
 """
 
 from __future__ import annotations
@@ -35,20 +40,34 @@ def load_groups(sweep_dir: Path) -> dict[tuple[str, int], dict]:
             if g.get("labels_per_class") is not None}
 
 
-def load_balanced(sweep_dir: Path, methods: list[str]
-                  ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int, int]]]:
-    """Like :func:`load_groups`, but each budget's groups are taken over the seeds that every
-    one of ``methods`` present at that budget has finished, so that no method's mean has a
-    seed (a split and its labels) the others lack. Returns the groups and the left-out cells
-    ``(method, labels per class, seed)``. A ``sweep.json`` without per-cell rows is read as
-    it is."""
+def load_cells(sweep_dir: Path) -> list[dict] | None:
+    """A sweep's finished cells (``sweep.json``), or None for a file without per-cell rows."""
     data = json.loads((sweep_dir / "sweep.json").read_text())
     if "cells" not in data:
-        return load_groups(sweep_dir), []
+        return None
+    return [c for c in data["cells"]
+            if c.get("final_acc") is not None and c.get("labels_per_class") is not None]
+
+
+def extra_cells(sweep_dir: Path, method: str, name: str) -> list[dict]:
+    """``sweep_dir``'s finished cells of ``method``, renamed ``name``."""
+    cells = load_cells(sweep_dir)
+    if cells is None:
+        raise SystemExit(f"{sweep_dir}/sweep.json: no per-cell rows to read {method} from")
+    picked = [{**c, "method": name} for c in cells if c["method"] == method]
+    if not picked:
+        raise SystemExit(f"{sweep_dir}/sweep.json: no finished {method} cell")
+    return picked
+
+
+def balance(cells: list[dict], methods: list[str]
+            ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int, int]]]:
+    """Per ``(method, labels per class)`` the group of ``cells`` over the seeds that every one
+    of ``methods`` present at that budget has finished, so that no method's mean has a seed (a
+    split and its labels) the others lack. Returns the groups and the left-out cells
+    ``(method, labels per class, seed)``."""
     done: dict[tuple[str, int], dict[int, dict]] = {}
-    for c in data["cells"]:
-        if c.get("final_acc") is None or c.get("labels_per_class") is None:
-            continue
+    for c in cells:
         done.setdefault((c["method"], int(c["labels_per_class"])), {})[int(c["seed"])] = c
     kept: list[dict] = []
     left_out: list[tuple[str, int, int]] = []
@@ -62,6 +81,18 @@ def load_balanced(sweep_dir: Path, methods: list[str]
     groups = {(g["method"], int(g["labels_per_class"])): g
               for g in aggregate(kept, budgets, methods)}
     return groups, left_out
+
+
+def load_balanced(sweep_dir: Path, methods: list[str], extra: list[dict] | None = None
+                  ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int, int]]]:
+    """:func:`balance` over a sweep's cells and ``extra`` cells (other sweeps' candidates).
+    A ``sweep.json`` without per-cell rows is read as it is (no extra cells allowed)."""
+    cells = load_cells(sweep_dir)
+    if cells is None:
+        if extra:
+            raise SystemExit(f"{sweep_dir}/sweep.json: no per-cell rows to merge --extra with")
+        return load_groups(sweep_dir), []
+    return balance([*cells, *(extra or [])], methods)
 
 
 def choose(sets: dict[str, dict], methods: list[str]) -> tuple[list[dict], list[tuple]]:
@@ -96,6 +127,9 @@ def main() -> int:
     ap.add_argument("--sweep", action="append", required=True, metavar="NAME=DIR",
                     help="a data set's name and its finished sweep folder (repeat)")
     ap.add_argument("--methods", nargs="+", required=True, help="the candidate methods")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=METHOD@SET=DIR",
+                    help="cells of METHOD in sweep folder DIR join set SET as candidate NAME "
+                         "(repeat per set)")
     ap.add_argument("--baseline", nargs="*", default=["supervised"],
                     help="methods shown but not candidates")
     ap.add_argument("--out", required=True, help="markdown file to write (and .json beside)")
@@ -104,6 +138,18 @@ def main() -> int:
                     help="copy each sweep's sweep.png beside the table as <out>_<set>.png")
     args = ap.parse_args()
 
+    extras: dict[str, list[dict]] = {}
+    extra_names: list[str] = []
+    for item in args.extra:
+        name, _, rest = item.partition("=")
+        method, _, rest = rest.partition("@")
+        set_name, _, folder = rest.partition("=")
+        if not (name and method and set_name and folder):
+            raise SystemExit(f"--extra {item!r}: expected NAME=METHOD@SET=DIR")
+        extras.setdefault(set_name, []).extend(extra_cells(Path(folder), method, name))
+        if name not in extra_names:
+            extra_names.append(name)
+    candidates = [*args.methods, *extra_names]
     sets: dict[str, dict] = {}
     dirs: dict[str, Path] = {}
     left_out: dict[str, list[tuple[str, int, int]]] = {}
@@ -111,8 +157,11 @@ def main() -> int:
         name, _, folder = item.partition("=")
         dirs[name] = Path(folder)
         sets[name], left_out[name] = load_balanced(Path(folder),
-                                                   [*args.baseline, *args.methods])
-    ranking, shared = choose(sets, args.methods)
+                                                   [*args.baseline, *candidates],
+                                                   extras.pop(name, None))
+    if extras:
+        raise SystemExit(f"--extra names sets without a --sweep: {', '.join(extras)}")
+    ranking, shared = choose(sets, candidates)
     out = Path(args.out)
     budgets = sorted({k for groups in sets.values() for (_, k) in groups})
     lines = [
@@ -139,7 +188,7 @@ def main() -> int:
                                       for k in budgets) + " |",
         "|---|---|" + "---|" * len(budgets)]
     for name, groups in sets.items():
-        for method in [*args.baseline, *args.methods]:
+        for method in [*args.baseline, *candidates]:
             if not any(m == method for m, _ in groups):
                 continue
             lines.append(f"| {name} | {method} | " + " | ".join(

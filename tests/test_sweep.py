@@ -215,6 +215,37 @@ def test_recipe_choice_counts_only_the_seeds_every_method_has(tmp_path: Path) ->
     assert ranking[0]["mean"] == pytest.approx((0.60 + 0.75) / 2)
 
 
+def test_recipe_choice_reads_a_candidate_from_another_sweep_under_its_own_name(
+        tmp_path: Path) -> None:
+    """A method run with options in its own sweep (same method name as a plain row of the
+    main sweep) joins as a separate candidate, balanced on the same seeds."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from recipe_choice import extra_cells, load_balanced
+
+    def sweep(folder: Path, accs: dict[tuple[str, int, int], float]) -> Path:
+        folder.mkdir()
+        cells = [{"method": m, "budget": str(k), "labels_per_class": k, "seed": s,
+                  "final_acc": a, "min_class_acc": a - 0.3, "num_labeled": 21 * k}
+                 for (m, k, s), a in accs.items()]
+        (folder / "sweep.json").write_text(json.dumps({"cells": cells, "groups": []}))
+        return folder
+
+    main = sweep(tmp_path / "main", {("lp", 2, 0): 0.70, ("lp", 2, 1): 0.74,
+                                     ("fm", 2, 0): 0.72, ("fm", 2, 1): 0.76})
+    other = sweep(tmp_path / "other", {("lp", 2, 0): 0.90, ("lp", 2, 1): 0.80,
+                                       ("lp", 2, 2): 0.99, ("fm", 2, 0): 0.10})
+    extra = extra_cells(other, "lp", "lp+c")
+    assert {c["method"] for c in extra} == {"lp+c"}  # other's fm cell is not read
+    groups, left_out = load_balanced(main, ["fm", "lp", "lp+c"], extra)
+    assert groups[("lp", 2)]["mean"] == pytest.approx(0.72)  # main's own rows unchanged
+    assert groups[("lp+c", 2)]["mean"] == pytest.approx(0.85)  # seeds 0 and 1 only
+    assert left_out == [("lp+c", 2, 2)]
+    with pytest.raises(SystemExit, match="no finished missing"):
+        extra_cells(other, "missing", "x")
+
+
 def test_label_propagation_baseline_follows_the_pool_graph_not_the_nearest_label() -> None:
     """Two chains of directions 0.3 rad apart, each labelled at one image: a test point at
     cluster 0's far end is nearer to cluster 1's labelled image than to its own, and
