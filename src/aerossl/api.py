@@ -65,16 +65,19 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> RunResult
     return Trainer(cfg, Path(run_dir), resume=True).fit()
 
 
-def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto") -> dict:
-    """Re-evaluate a run's saved weights (``last`` or ``best``) on its test split."""
+def evaluate(run_dir: str | Path, checkpoint: str = "last", device: str = "auto",
+             tta: str = "none") -> dict:
+    """Re-evaluate a run's saved weights (``last`` or ``best``) on its test split; ``tta``:
+    ``flips`` or ``dihedral`` averages over flipped or turned copies of each test image
+    (:mod:`aerossl.models.tta`)."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     dev = resolve_device(device)
-    network, info = load_run_network(run_dir, checkpoint, dev)
+    network, info = load_run_network(run_dir, checkpoint, dev, tta)
     data = load_data(cfg.data, cfg.seed, split_dir=run_dir / "split")
     result = evaluate_model(network, data.images, data.labels, data.split.test,
                             cfg.train.eval_batch_size, dev, data.num_classes, task=data.task)
-    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "step": info["step"],
+    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "step": info["step"], "tta": tta,
             "num_test": len(data.split.test), **result.to_dict(), "classes": data.classes}
 
 
@@ -200,14 +203,15 @@ def sweep(config: Config | str | Path | dict[str, Any],
 
 
 def pseudo_label(run_dir: str | Path, data_dir: str | Path, out: str | Path = "pseudo_labels.csv",
-                 checkpoint: str = "last", device: str = "auto", progress: bool = True) -> Path:
+                 checkpoint: str = "last", device: str = "auto", progress: bool = True,
+                 tta: str = "none") -> Path:
     """Write predicted class, confidence and every class probability of each image under
     ``data_dir`` to the CSV ``out`` (columns ``path, predicted_class, confidence, ...,
     prob_<class>``)."""
     from aerossl.runs.predict import predict_paths
 
     res = predict_paths(run_dir, [data_dir], out, top_k=1, checkpoint=checkpoint,
-                        device=device, progress=progress, all_probs=True)
+                        device=device, progress=progress, all_probs=True, tta=tta)
     return res.output_csv
 
 

@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from aerossl import api
-from aerossl.commands.common import add_run_options
+from aerossl.commands.common import add_run_options, add_tta_option
 
 
 def _band(text: str) -> str | int:
@@ -23,7 +23,7 @@ def _map(args: argparse.Namespace) -> int:
                             stride=args.stride, batch_size=args.batch_size,
                             max_nodata=args.max_nodata, checkpoint=args.checkpoint,
                             device=args.device, tile_m=args.tile_m, stride_m=args.stride_m,
-                            bands=bands, stretch=args.stretch)
+                            bands=bands, stretch=args.stretch, tta=args.tta)
     print(f"mapped {res.num_tiles} tiles ({res.rows} x {res.cols}; {res.plan}): "
           f"{res.num_classified} classified, {res.num_skipped} skipped as no data, "
           f"{res.seconds:.1f} s ({res.tiles_per_second:.1f} tiles/s)")
@@ -55,4 +55,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-nodata", type=float, default=0.5,
                    help="skip tiles with more than this share of no-data pixels")
     add_run_options(p)
+    add_tta_option(p)
     p.set_defaults(func=_map)

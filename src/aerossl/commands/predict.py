@@ -7,13 +7,13 @@ import argparse
 from typing import Any
 
 from aerossl import api
-from aerossl.commands.common import add_run_options
+from aerossl.commands.common import add_run_options, add_tta_option
 
 
 def _predict(args: argparse.Namespace) -> int:
     res = api.predict(args.run_dir, args.paths, args.output, top_k=args.top_k,
                       batch_size=args.batch_size, checkpoint=args.checkpoint,
-                      geojson=args.geojson, device=args.device)
+                      geojson=args.geojson, device=args.device, tta=args.tta)
     print(f"predicted {res.num_predicted} of {res.num_images} images in {res.seconds:.1f} s "
           f"({res.images_per_second:.1f} images/s), {res.num_georeferenced} georeferenced")
     if res.unreadable:
@@ -27,7 +27,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _pseudo_label(args: argparse.Namespace) -> int:
-    path = api.pseudo_label(args.run_dir, args.data_dir, args.out, args.checkpoint, args.device)
+    path = api.pseudo_label(args.run_dir, args.data_dir, args.out, args.checkpoint, args.device,
+                            tta=args.tta)
     print(f"pseudo-labels: {path}")
     return 0
 
@@ -41,6 +42,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--geojson", default=None, help="also write georeferenced points here")
     p.add_argument("--batch-size", type=int, default=128)
     add_run_options(p)
+    add_tta_option(p)
     p.set_defaults(func=_predict)
 
     pl = sub.add_parser("pseudo-label", help="class probabilities of every image to a CSV")
@@ -48,4 +50,5 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument("data_dir", help="folder of images (searched recursively)")
     pl.add_argument("--out", "-o", default="pseudo_labels.csv")
     add_run_options(pl)
+    add_tta_option(pl)
     pl.set_defaults(func=_pseudo_label)

@@ -18,6 +18,7 @@ from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.errors import CheckpointError, ConfigError
 from aerossl.models import create_model
 from aerossl.models.normalize import Normalized
+from aerossl.models.tta import with_tta
 from aerossl.validate import config_from_dict
 
 CHECKPOINTS = ("last", "best")  # the checkpoints a run folder keeps for inference
@@ -63,10 +64,12 @@ def load_source_network(
 
 
 def load_run_network(
-    run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu"
+    run_dir: str | Path, checkpoint: str = "last", device: str | torch.device = "cpu",
+    tta: str = "none",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A run's evaluated network (eval mode, on ``device``) and what describes it: classes,
-    image size, channels, step, model name and normalisation."""
+    image size, channels, step, model name and normalisation. ``tta`` (``flips`` or
+    ``dihedral``) wraps it in :class:`aerossl.models.tta.TestTimeAugment`."""
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
         raise ConfigError(f"unknown checkpoint {checkpoint!r}: use 'last' or 'best'")
@@ -86,10 +89,11 @@ def load_run_network(
         raise CheckpointError(f"{path} does not match the network of {run_dir / 'config.yaml'}: "
                               f"{str(e).splitlines()[0][:200]}") from None
     network.to(device).eval()
+    network = with_tta(network, tta)
     info = {"classes": list(classes), "image_size": int(cfg.data.image_size),
             "channels": channels, "step": int(state.get("step", -1)),
             "model": cfg.model.name, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
             "task": task_of(cfg.data), "bands": cfg.data.bands,
             "band_min": cfg.data.band_min, "band_max": cfg.data.band_max,
-            "scaling": cfg.data.scaling, "gsd_m": cfg.data.gsd_m}
+            "scaling": cfg.data.scaling, "gsd_m": cfg.data.gsd_m, "tta": tta}
     return network, info

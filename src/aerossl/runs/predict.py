@@ -124,6 +124,7 @@ def predict_paths(
     progress: bool = True,
     workers: int | None = None,
     all_probs: bool = False,
+    tta: str = "none",
 ) -> PredictResult:
     """Classify every image under ``paths`` with a run's saved model and write a CSV.
 
@@ -133,6 +134,8 @@ def predict_paths(
     FeatureCollection of points (properties ``path, class, confidence``) for the
     georeferenced images. Unreadable images get no row; they are listed in the result.
     ``all_probs`` appends one ``prob_<class>`` column per class (pseudo-labelling).
+    ``tta``: average over flipped (``flips``) or also turned (``dihedral``) copies of each
+    image (:mod:`aerossl.models.tta`).
     """
     from tqdm import tqdm
 
@@ -144,7 +147,7 @@ def predict_paths(
     if batch_size < 1:
         raise AerosslError(f"batch_size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
-    network, info = load_run_network(run_dir, checkpoint, dev)
+    network, info = load_run_network(run_dir, checkpoint, dev, tta)
     image_size, classes = info["image_size"], info["classes"]
     task = get_task(info.get("task", "multiclass"))
     files = find_images(paths)

@@ -119,13 +119,15 @@ def map_scene(
     stride_m: float | None = None,
     bands: Sequence[str | int] | None = None,
     stretch: tuple[float, float] | None = None,
+    tta: str = "none",
 ) -> MapResult:
     """Classify the tiles of a large scene with a run's model and write the map (see the
     module docstring). ``tile_size``/``stride`` in scene pixels, or ``tile_m``/``stride_m`` in
     metres (default: the ground of a training image, see :func:`scene.plan_tiles`);
     ``bands``: the scene's bands for the run's (indices or descriptions); ``stretch``: the
-    percentiles that scale a 16-bit/float scene for a run of 8-bit images; ``out_dir``
-    default: ``<scene stem>_map`` next to the scene."""
+    percentiles that scale a 16-bit/float scene for a run of 8-bit images; ``tta``: average
+    each tile's answer over its flipped (``flips``) or also turned (``dihedral``) copies;
+    ``out_dir`` default: ``<scene stem>_map`` next to the scene."""
     from aerossl.runs.loader import load_run_config, load_run_network, resolve_device
     from aerossl.tasks import get_task
 
@@ -136,7 +138,7 @@ def map_scene(
     if not 0.0 <= max_nodata <= 1.0:
         raise AerosslError(f"max_nodata must be in [0, 1], got {max_nodata}")
     dev = resolve_device(device)
-    network, info = load_run_network(run_dir, checkpoint, dev)
+    network, info = load_run_network(run_dir, checkpoint, dev, tta)
     names = _check_run(info, run_dir)
     out = Path(out_dir) if out_dir else scene_path.with_name(scene_path.stem + "_map")
 
