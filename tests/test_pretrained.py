@@ -548,9 +548,11 @@ def test_dihedral_bank_views_are_flips_and_rotations_of_the_banked_maps() -> Non
 
 
 def test_the_few_label_recipe_sizes_itself_to_the_data(five_classes: Path) -> None:
-    """``few_labels``: SoftMatch on the pretrained Lite0; 64 px sources train at 128 px."""
+    """``few_labels``: label propagation with the consistency term on the pretrained Lite0;
+    64 px sources train at 128 px."""
     cfg = aerossl.load_config(aerossl.find_config("few_labels"), [f"data.root={five_classes}"])
-    assert (cfg.data.image_size, cfg.algorithm.name) == (128, "softmatch")
+    assert (cfg.data.image_size, cfg.algorithm.name) == (128, "label_propagation")
+    assert cfg.algorithm.consistency == 1.0
     assert (cfg.model.name, cfg.model.pretrained, cfg.model.trainable_stages) == (
         "efficientnet_lite0", "imagenet", 3)
 
@@ -565,4 +567,4 @@ def test_the_few_label_recipe_trains_and_records_its_size(five_classes: Path,
                                           *small])
     assert result.steps == 4 and 0.0 <= result.final_acc <= 1.0
     saved = aerossl.load_config(result.run_dir / "config.yaml")
-    assert saved.data.image_size == 128 and saved.algorithm.name == "softmatch"
+    assert saved.data.image_size == 128 and saved.algorithm.name == "label_propagation"
