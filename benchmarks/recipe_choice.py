@@ -203,6 +203,19 @@ def main() -> int:
                      f"{100 * r['worst']:.1f} | {low} |")
     if ranking:
         lines += ["", f"Recommended by this rule: **{ranking[0]['method']}**."]
+    lines += ["", "The shared cells side by side (mean over the cell's seeds, lowest class of "
+              "any seed in brackets):", "",
+              "| set, labels/class [seeds] | " + " | ".join(candidates) + " |",
+              "|---|" + "---|" * len(candidates)]
+    for s, k in shared:
+        n = sets[s][(candidates[0], k)]["n"]
+        lines.append(f"| {s}, {k} [{n}] | " + " | ".join(
+            f"{100 * sets[s][(m, k)]['mean']:.1f}" + (
+                "" if sets[s][(m, k)].get("min_class") is None
+                else f" ({100 * sets[s][(m, k)]['min_class']:.0f})") for m in candidates) + " |")
+    by_name = {r["method"]: r for r in ranking}
+    lines.append("| mean of the cells | " + " | ".join(
+        f"{100 * by_name[m]['mean']:.1f}" for m in candidates) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({
