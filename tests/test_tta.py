@@ -3,20 +3,22 @@ group it averages over, equals the hand-computed mean, and reaches evaluate/pred
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_predict
 import torch
 from PIL import Image
-from test_predict import CLASSES, read_rows, small_config
+from test_predict import CLASSES, read_rows
 from torch import nn
 
 import aerossl
 from aerossl.cli import build_parser
 from aerossl.data import demo_dataset_path
 from aerossl.models import tta as tta_module
+
+run_dir = test_predict.run_dir  # the trained 3-class run of test_predict (a fixture)
 
 
 class Linear(nn.Module):
@@ -66,14 +68,6 @@ def test_none_is_the_network_itself_and_an_unknown_mode_is_refused() -> None:
     assert not tta_module.with_tta(net, "flips").training
     with pytest.raises(aerossl.ConfigError, match="unknown test-time augmentation 'rot'"):
         tta_module.with_tta(net, "rot")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ucm3")
-    for name in CLASSES:
-        shutil.copytree(demo_dataset_path() / name, root / name)
-    return aerossl.train(small_config(root, tmp_path_factory.mktemp("runs"))).run_dir
 
 
 def test_predict_with_dihedral_tta_gives_a_turned_copy_the_same_answer(
