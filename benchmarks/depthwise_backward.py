@@ -13,7 +13,8 @@ the top, and two other ways of computing the weight gradient:
 - ``fused``: the 25 (or 9) shifted products of input and output gradient summed over batch and
   space, fused by ``torch.compile`` (TorchInductor's C++ backend) into one reduction.
 
-Each alternative's largest deviation from PyTorch's weight gradient is printed beside its time.
+Each alternative's largest absolute deviation from PyTorch's weight gradient (not scaled by
+the gradient's size) is printed beside its time.
 Times are medians of ``--repeats`` calls after two warm-up calls.
 
     python benchmarks/depthwise_backward.py --threads 1 2 \
@@ -184,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         *summary,
         "",
         "Per depthwise layer (milliseconds; the input shape as N, C, H, W; the weight "
-        "gradient's achieved GFLOP/s; the alternatives' largest deviation from PyTorch's "
-        "weight gradient in brackets):",
+        "gradient's achieved GFLOP/s; the alternatives' largest absolute deviation from PyTorch's "
+        "weight gradient in brackets, not scaled by the gradient's size):",
         "",
         "| threads | layer | forward | grad input | grad weight | grouped | fused |",
         "|---|---|---|---|---|---|---|",
