@@ -20,7 +20,6 @@ its first 6 of 9 feature units frozen (``ucmerced_pretrained_fixmatch``'s cut):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import results_header, write_results
 
 ENTRY = 6  # ucmerced_pretrained_fixmatch: trainable_stages 3 of Lite0's 9 units
 
@@ -220,18 +219,12 @@ def main() -> None:
 
     eager = {r["threads"]: r["views_s"] for r in unit_rows if r["backend"] == "eager"}
     lines = [
-        "# View bank: frozen-unit throughput per backend, threads and processes",
-        "",
-        "Written by `benchmarks/bank_speed.py` (see its docstring). EfficientNet-Lite0 "
-        "(ImageNet) at 224 px, its first 6 of 9 feature units (the cut of "
-        "`ucmerced_pretrained_fixmatch`), float32 inputs, batches of 64.",
-        "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); torch "
-        f"{torch.__version__}, Python {platform.python_version()}",
-        f"- command: `python benchmarks/bank_speed.py {' '.join(sys.argv[1:])}`",
-        f"- load average before: {load:.2f}; meanwhile: {args.context}",
-        "",
+        *results_header(
+            "View bank: frozen-unit throughput per backend, threads and processes",
+            "bank_speed.py", meanwhile=args.context, load=load,
+            about="EfficientNet-Lite0 (ImageNet) at 224 px, its first 6 of 9 feature units (the "
+            "cut of `ucmerced_pretrained_fixmatch`), float32 inputs, batches of 64.",
+            software=f"torch {torch.__version__}, Python {platform.python_version()}"),
         f"## 1. Frozen units alone ({len(x)} UC Merced images, best of {args.repeats})",
         "",
         "| backend | threads | views/s | views/s per thread | x eager (same threads) | "
@@ -254,10 +247,7 @@ def main() -> None:
     for r in builds:
         lines.append(f"| {r['backend']} | {r['processes']} | {r['threads']} | {r['views']} | "
                      f"{r['seconds']:.1f} | {r['views_s']:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_results(args.out, "\n".join(lines) + "\n")
     shutil.rmtree(work)  # the subset, its caches and banks
 
 

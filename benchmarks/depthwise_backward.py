@@ -24,10 +24,7 @@ Times are medians of ``--repeats`` calls after two warm-up calls.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -42,7 +39,7 @@ from aerossl.models.pool import global_avg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pool_backward import Top, recipe_maps, timed_step
-from ucmerced_4labels import cpu_name
+from report import results_header, write_results
 
 BACKWARD = torch.ops.aten.convolution_backward
 
@@ -162,18 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(
             f"| {threads} | {step_ms:.0f} | {totals['forward']:.0f} | {totals['grad_input']:.0f} | "
             f"{totals['grad_weight']:.0f} | {share:.0f} % | {totals['fused']:.0f} |")
-    command = "python benchmarks/depthwise_backward.py " + " ".join(argv or sys.argv[1:])
     text = "\n".join([
-        "# Depthwise convolutions' backward in the pretrained recipe's step",
-        "",
-        "Written by `benchmarks/depthwise_backward.py` (see its docstring).",
-        "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); torch "
-        f"{torch.__version__}",
-        f"- command: `{command}`",
-        f"- meanwhile: {args.context}",
-        "",
+        *results_header("Depthwise convolutions' backward in the pretrained recipe's step",
+                        "depthwise_backward.py", argv=argv, meanwhile=args.context,
+                        software=f"torch {torch.__version__}"),
         "Per step (milliseconds, medians): a whole step of the top (96 weak views without "
         "autograd, 32 + 96 views forward and backward, SGD update) and the sums over its "
         "depthwise convolutions of the 128-view forward and of the two gradients as PyTorch "
@@ -193,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         *rows,
         "",
     ])
-    Path(args.out).write_text(text)
-    print(text)
+    write_results(args.out, text)
     return 0
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 RGB = ["B04", "B03", "B02"]
 

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eurosat_usb import write_split
 from pretrained_ucmerced import frozen_extractor
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 
 def size_rows(data: Path, split_dir: Path, size: int, labels: list[int], seeds: list[int],

@@ -41,7 +41,7 @@ import numpy as np
 from aerossl.pipelines.sweep import lowest_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 #: USB's published EuroSAT error rates (mean±std over 3 seeds, %), ``results/usb_cv.csv`` of
 #: microsoft/Semi-supervised-learning at commit 3314042: (20 labels, 40 labels).

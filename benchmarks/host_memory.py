@@ -20,9 +20,7 @@ drift.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -30,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import results_header, write_results
 
 CHILD = """
 import ctypes, json, resource, statistics, sys
@@ -93,18 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         base, kept = statistics.mean(medians[False]), statistics.mean(medians[True])
         saved = 100 * (1 - kept / base)
         summary.append(f"| {threads} | {base:.3f} | {kept:.3f} | {saved:+.1f} % |")
-    command = "python benchmarks/host_memory.py " + " ".join(argv or sys.argv[1:])
     text = "\n".join([
-        "# Freed host memory kept in the process: the recipe's CPU step",
-        "",
-        "Written by `benchmarks/host_memory.py` (see its docstring).",
-        "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); "
-        f"{' '.join(platform.libc_ver())}",
-        f"- command: `{command}`",
-        f"- meanwhile: {args.context}",
-        "",
+        *results_header("Freed host memory kept in the process: the recipe's CPU step",
+                        "host_memory.py", argv=argv, meanwhile=args.context,
+                        software=" ".join(platform.libc_ver())),
         "Mean over rounds of each process's median step (seconds):",
         "",
         "| threads | default | kept | step time saved |",
@@ -119,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         *rows,
         "",
     ])
-    Path(args.out).write_text(text)
-    print(text)
+    write_results(args.out, text)
     return 0
 
 

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import machine
 
 
 def _status_mib(field: str) -> float:
@@ -187,7 +186,7 @@ def main() -> None:
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command: `{command}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU), "
+        f"- machine: {machine()}, "
         f"pinned to core(s) {cores} (`taskset -c {cores}`); load average before "
         f"{load_before[0]:.2f}, after {load_after[0]:.2f}; meanwhile: {args.context}",
         "",

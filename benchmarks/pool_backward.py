@@ -17,9 +17,6 @@ fastest of ``--steps`` steps each.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +31,7 @@ from aerossl.models.efficientnet import EfficientNetLite
 from aerossl.models.pool import global_avg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import results_header, write_results
 
 POOLS: dict[str, Callable[[Tensor], Tensor]] = {
     "adaptive_avg_pool2d": lambda h: F.adaptive_avg_pool2d(h, 1).flatten(1),
@@ -111,19 +108,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {threads} | `{name}` | {median:.3f} | {min(ts):.3f} | "
                         f"{100 * (1 - median / base):+.1f} % |")
             print(rows[-1], flush=True)
-    command = "python benchmarks/pool_backward.py " + " ".join(argv or sys.argv[1:])
+    head = results_header("Global pooling's gradient layout and the pretrained top's CPU step",
+                          "pool_backward.py", argv=argv, meanwhile=args.context,
+                          software=f"torch {torch.__version__}")
     text = (
-        "# Global pooling's gradient layout and the pretrained top's CPU step\n\n"
-        f"Written by `benchmarks/pool_backward.py` (see its docstring).\n\n"
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); torch "
-        f"{torch.__version__}\n- command: `{command}`\n- meanwhile: {args.context}\n\n"
+        "\n".join(head) + "\n"
         f"Steps alternate between the two poolings in one process ({args.steps} each after 2 "
         "warm-up steps); 'saved' is the median's drop against `adaptive_avg_pool2d`.\n\n"
         "| threads | pooling | median s/step | fastest s/step | saved |\n|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n"
     )
-    Path(args.out).write_text(text)
+    write_results(args.out, text, echo=False)
     return 0
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 DEFAULT_CONFIGS = ("ucmerced_pretrained_supervised", "ucmerced_pretrained_fixmatch")
 

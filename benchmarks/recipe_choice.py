@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 from aerossl.pipelines.sweep import aggregate, parse_budget
 

@@ -16,9 +16,6 @@ see the same machine noise, and the table gives the median and the fastest of ``
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +26,7 @@ from aerossl.models.pool import global_avg_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pool_backward import Top, recipe_maps, timed_step
-from ucmerced_4labels import cpu_name
+from report import results_header, write_results
 
 
 def measure(threads: int, steps: int, mode: str) -> tuple[dict[str, list[float]], float]:
@@ -69,21 +66,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {threads} | {name} | {first} | {median:.3f} | {min(ts):.3f} | "
                         f"{100 * (1 - median / base):+.1f} % |")
             print(rows[-1], flush=True)
-    command = "python benchmarks/step_compile.py " + " ".join(argv or sys.argv[1:])
+    head = results_header("The pretrained top's CPU step: eager against torch.compile",
+                          "step_compile.py", argv=argv, meanwhile=args.context,
+                          software=f"torch {torch.__version__}; "
+                          f"`torch.compile(mode={args.mode!r})`")
     text = (
-        "# The pretrained top's CPU step: eager against torch.compile\n\n"
-        "Written by `benchmarks/step_compile.py` (see its docstring).\n\n"
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU); torch "
-        f"{torch.__version__}; `torch.compile(mode={args.mode!r})`\n"
-        f"- command: `{command}`\n- meanwhile: {args.context}\n\n"
+        "\n".join(head) + "\n"
         f"Steps alternate between the eager and the compiled copy in one process ({args.steps} "
         "each, after 2 warm-up steps each); 'first two s' is the compiled copy's first two "
         "steps (compilation included); 'saved' is the median's drop against eager.\n\n"
         "| threads | top | first two s | median s/step | fastest s/step | saved |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
-    Path(args.out).write_text(text)
+    write_results(args.out, text, echo=False)
     return 0
 
 

@@ -31,7 +31,7 @@ from aerossl.engine.trainer import Trainer
 from aerossl.validate import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 HEADER = (
     "| date | config | overrides | threads | device | images/step | data s | model s | "

@@ -25,7 +25,7 @@ import torch
 import aerossl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import cpu_name
 
 
 def subsets(data: Path, out: Path) -> tuple[Path, Path, list[str], list[str]]:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import cpu_name
 
 DEFAULT_METHODS = ("supervised", "fixmatch")
 
@@ -41,17 +42,6 @@ def shipped_methods() -> list[str]:
     names = [c.removeprefix("ucmerced_") for c in shipped_configs() if c.startswith("ucmerced_")
              and load_config(find_config(c)).data.metadata == "none"]
     return sorted(names, key=lambda m: (m != "supervised", m))
-
-
-def cpu_name() -> str:
-    """The CPU model, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_all(args: argparse.Namespace) -> list[Path]:

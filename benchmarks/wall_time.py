@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucmerced_4labels import cpu_name
+from report import machine
 
 
 def grow(root: Path, n: int, out: Path, seed: int = 0) -> Path:
@@ -102,9 +101,8 @@ def main() -> None:
         f"## `{args.config}` {' '.join(args.overrides)}"
         + (f" on {args.grow_to:,} images (grown)" if args.grow_to else ""),
         "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_name()}, no GPU), cold image cache "
-        "and view bank per run",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}, "
+        "cold image cache and view bank per run",
         f"- command: `python benchmarks/wall_time.py {' '.join(sys.argv[1:])}`",
         f"- meanwhile: {args.context}",
         "",

@@ -268,3 +268,25 @@ def test_label_propagation_baseline_follows_the_pool_graph_not_the_nearest_label
     # the nearest labelled image is cluster 1's for both test points: the graph decides
     nearest = np.abs(angles[[80, 81]][:, None] - angles[labeled][None, :]).argmin(1)
     assert nearest.tolist() == [1, 1]
+
+
+def test_benchmark_results_header_names_machine_command_and_load(tmp_path: Path,
+                                                                  capsys) -> None:
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from report import results_header, write_results
+
+    head = results_header("A title", "x.py", argv=["--threads", "1"], meanwhile="a sweep",
+                          about="One sentence.", software="torch 9", load=1.234)
+    assert head[0] == "# A title" and head[-1] == ""
+    assert head[2] == "Written by `benchmarks/x.py` (see its docstring). One sentence."
+    assert f"{os.cpu_count()} cores" in head[4] and head[4].endswith("; torch 9")
+    assert head[5] == "- command: `python benchmarks/x.py --threads 1`"
+    assert head[6] == "- load average before: 1.23; meanwhile: a sweep"
+    plain = results_header("T", "x.py", argv=[], meanwhile="nothing")
+    assert plain[2].endswith("(see its docstring).") and "; torch" not in plain[4]
+    assert plain[5] == "- command: `python benchmarks/x.py`" and plain[6] == "- meanwhile: nothing"
+    write_results(tmp_path / "r.md", "body")
+    assert (tmp_path / "r.md").read_text() == "body" and "body" in capsys.readouterr().out
