@@ -35,10 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aerossl.models.pool import global_avg_pool
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pool_backward import Top, recipe_maps, timed_step
+from pool_backward import recipe_maps, recipe_top, timed_step
 from report import results_header, write_results
 
 BACKWARD = torch.ops.aten.convolution_backward
@@ -104,8 +102,7 @@ def grouped_weight_grad(x: Tensor, go: Tensor, k: int, stride: int, pad: int) ->
 def measure(threads: int, repeats: int) -> tuple[list[str], float, dict[str, float]]:
     """Table rows per depthwise layer, the step's milliseconds and the summed times."""
     torch.set_num_threads(threads)
-    top = Top(global_avg_pool).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9)
+    top, opt = recipe_top()
     maps = recipe_maps()
     step_ms = median_ms(lambda: timed_step(top, opt, maps), repeats)
     rows, totals = [], {"forward": 0.0, "grad_input": 0.0, "grad_weight": 0.0, "fused": 0.0}

@@ -39,11 +39,9 @@ if keep:  # M_MMAP_THRESHOLD (-3) and M_TRIM_THRESHOLD (-1) at their largest val
     libc = ctypes.CDLL("libc.so.6")
     applied = bool(libc.mallopt(-3, 2**31 - 1) and libc.mallopt(-1, 2**31 - 1))
 sys.path.insert(0, sys.argv[5])
-from pool_backward import Top, recipe_maps, timed_step
-from aerossl.models.pool import global_avg_pool
+from pool_backward import recipe_maps, recipe_top, timed_step
 torch.set_num_threads(threads)
-top = Top(global_avg_pool).train().to(memory_format=torch.channels_last)
-opt = torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9)
+top, opt = recipe_top()
 maps = recipe_maps()
 for _ in range(warmup):
     timed_step(top, opt, maps)

@@ -54,6 +54,13 @@ class Top(nn.Module):
         return self.head(self.pool(self.units(x)))
 
 
+def recipe_top(pool: Callable[[Tensor], Tensor] = global_avg_pool
+               ) -> tuple[Top, torch.optim.Optimizer]:
+    """A channels-last :class:`Top` in training mode and the SGD optimizer of the recipe's step."""
+    top = Top(pool).train().to(memory_format=torch.channels_last)
+    return top, torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9)
+
+
 def recipe_maps() -> list[Tensor]:
     """Banked-map stand-ins of the recipe's step: 96 weak views, then 32 labelled + 96 strong."""
     gen = torch.Generator().manual_seed(0)
@@ -78,10 +85,7 @@ def measure(threads: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step of each pooling, alternating."""
     torch.set_num_threads(threads)
     maps = recipe_maps()
-    models = {}
-    for name, pool in POOLS.items():
-        top = Top(pool).train().to(memory_format=torch.channels_last)
-        models[name] = (top, torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9))
+    models = {name: recipe_top(pool) for name, pool in POOLS.items()}
     for pair in models.values():
         for _ in range(2):
             timed_step(*pair, maps)

@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 
-from aerossl.models.pool import global_avg_pool
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pool_backward import Top, recipe_maps, timed_step
+from pool_backward import recipe_maps, recipe_top, timed_step
 from report import results_header, write_results
 
 
@@ -35,9 +33,8 @@ def measure(threads: int, steps: int, mode: str) -> tuple[dict[str, list[float]]
     maps = recipe_maps()
     models = {}
     for name in ("eager", "compiled"):
-        top = Top(global_avg_pool).train().to(memory_format=torch.channels_last)
-        run = top if name == "eager" else torch.compile(top, mode=mode)
-        models[name] = (run, torch.optim.SGD(top.parameters(), lr=0.01, momentum=0.9))
+        top, opt = recipe_top()
+        models[name] = (top if name == "eager" else torch.compile(top, mode=mode), opt)
     for _ in range(2):
         timed_step(*models["eager"], maps)
     warmup = sum(timed_step(*models["compiled"], maps) for _ in range(2))
