@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,9 +33,9 @@ def machine() -> str:
 
 def command(script: str, argv: list[str] | None = None) -> str:
     """The command line that reruns ``benchmarks/<script>`` with ``argv`` (default: this
-    process's own arguments)."""
+    process's own arguments), quoted for a POSIX shell."""
     args = sys.argv[1:] if argv is None else argv
-    return " ".join(["python", f"benchmarks/{script}", *args])
+    return shlex.join(["python", f"benchmarks/{script}", *args])
 
 
 def results_header(title: str, script: str, *, meanwhile: str, argv: list[str] | None = None,

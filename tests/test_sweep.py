@@ -288,5 +288,40 @@ def test_benchmark_results_header_names_machine_command_and_load(tmp_path: Path,
     plain = results_header("T", "x.py", argv=[], meanwhile="nothing")
     assert plain[2].endswith("(see its docstring).") and "; torch" not in plain[4]
     assert plain[5] == "- command: `python benchmarks/x.py`" and plain[6] == "- meanwhile: nothing"
+    quoted = results_header("T", "x.py", argv=["--meanwhile", "a sweep"], meanwhile="a sweep")
+    assert quoted[5] == "- command: `python benchmarks/x.py --meanwhile 'a sweep'`"
     write_results(tmp_path / "r.md", "body")
     assert (tmp_path / "r.md").read_text() == "body" and "body" in capsys.readouterr().out
+
+
+def test_tta_benchmark_sets_each_mode_beside_the_baseline_per_method(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import tta
+
+    rows = [{"run": f"s/{m}_{s}", "method": m, "labels": 2, "seed": s,
+             "none": (acc, 10.0, 0.1), "dihedral": (acc + gain, 20.0, 0.8)}
+            for m, s, acc, gain in [("a", 0, 70.0, 1.0), ("a", 1, 80.0, -0.4),
+                                    ("b", 0, 60.0, 2.0)]]
+    per_run = tta.table(rows, ["none", "dihedral"])
+    assert per_run[2] == "| s/a_0 | a | 2 | 0 | 70.0 (10) | 71.0 (20) | +1.0 | 0.1 / 0.8 |"
+    summary = tta.summary(rows, ["none", "dihedral"])
+    assert summary[2] == "| 2 | a | 2 (0, 1) | 75.0 | 75.3 | +0.3 (+1.0, -0.4) |"
+    assert summary[3].startswith("| 2 | b | 1 (0) | 60.0 | 62.0 | +2.0")
+    # rows kept in OUT.json join a later table with the command that measured them
+    measured = {"date": "then", "command": "python benchmarks/tta.py RUN", "meanwhile": "x"}
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"modes": ["none", "dihedral"],
+                                "rows": [{**r, "measured": measured} for r in rows]}))
+    out = tmp_path / "all.md"
+    monkeypatch.setattr(sys, "argv", ["tta.py", "--include", str(part), "--out", str(out)])
+    tta.main()
+    text = out.read_text()
+    assert "- rows s/a_0, s/a_1, s/b_0: measured then by `python benchmarks/tta.py RUN`" in text
+    assert "| 2 | a | 2 (0, 1) | 75.0 | 75.3 |" in text
+    assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 3
+    monkeypatch.setattr(sys, "argv", ["tta.py", "--include", str(part), "--modes", "none"])
+    with pytest.raises(SystemExit):
+        tta.main()
