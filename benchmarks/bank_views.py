@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name
+from report import command, cpu_name
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     lines = [f"# View-bank size: test accuracy against banked views per image ({args.config})",
              "", f"- Date: {dt.date.today()}; machine: {cpu_name()}, {args.threads} thread(s), "
-             "one run at a time, no GPU.", f"- Command: `python {' '.join(sys.argv)}`",
+             "one run at a time, no GPU.", f"- Command: `{command('bank_views.py')}`",
              f"- Other load on the machine: {args.other_load}",
              "- Every row: same config, split and step budget; only `bank.views` differs "
              "(weak and strong draws per image) and `bank.dihedral`; bank build minutes: the run "

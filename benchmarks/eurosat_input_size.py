@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eurosat_usb import write_split
 from pretrained_ucmerced import frozen_extractor
-from report import cpu_name
+from report import command, cpu_name
 
 
 def size_rows(data: Path, split_dir: Path, size: int, labels: list[int], seeds: list[int],
@@ -87,7 +87,7 @@ def main() -> None:
     lines = [
         "# EuroSAT RGB: frozen Lite0 features + logistic regression by input size", "",
         f"- Date: {dt.date.today()}; machine: {cpu_name()}, {args.threads} thread(s), no GPU.",
-        f"- Command: `python {' '.join(sys.argv)}`",
+        f"- Command: `{command('eurosat_input_size.py')}`",
         f"- Other load on the machine: {args.other_load}",
         "- USB's split (per class, sorted names: first 80 % pool, last 20 % test, 5,400 test "
         "images); labelled images drawn from the pool per class, split seed = seed; accuracy "

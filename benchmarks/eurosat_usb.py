@@ -41,7 +41,7 @@ import numpy as np
 from aerossl.pipelines.sweep import lowest_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name
+from report import command, cpu_name
 
 #: USB's published EuroSAT error rates (mean±std over 3 seeds, %), ``results/usb_cv.csv`` of
 #: microsoft/Semi-supervised-learning at commit 3314042: (20 labels, 40 labels).
@@ -121,7 +121,7 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
         "# EuroSAT RGB on USB's protocol", "",
         f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
         "no GPU; one run at a time" + (f" on CPUs {args.cpus}" if args.cpus else "") + ".",
-        f"- Command: `python {' '.join(sys.argv)}`",
+        f"- Command: `{command('eurosat_usb.py')}`",
         f"- Other load on the machine: {args.other_load}",
         "- Data: EuroSAT RGB, 27,000 64x64 JPEGs, 10 classes; USB's split (per class, sorted "
         "names, first 80 % pool, last 20 % test: 21,600 / 5,400); labelled images drawn per "

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import command as report_command
 from report import machine
 
 
@@ -169,7 +170,7 @@ def main() -> None:
         keep += ["", *(line for line in old if line.startswith("|"))]
         baseline = ["## Earlier measurement, for comparison", "",
                     f"From `{args.baseline}`:", "", *keep, ""]
-    command = "PYTHONPATH=src python benchmarks/map_streaming.py " + " ".join(sys.argv[1:])
+    command = "PYTHONPATH=src " + report_command("map_streaming.py")
     text = "\n".join([
         "# `aerossl map`: streaming a large scene",
         "",

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -214,7 +215,7 @@ def main() -> None:
         f"train.steps={args.steps}, train.eval_every={args.steps // 4}"
         f"{', ' + ', '.join(args.overrides) if args.overrides else ''}; cnn, 32 px, "
         "threshold 0.95, lambda_u 1, lambda_d 1 (MSE), simple encoding",
-        f"- command: `python benchmarks/metadata_ucmerced.py {' '.join(sys.argv[1:])}`",
+        f"- command: `python benchmarks/metadata_ucmerced.py {shlex.join(sys.argv[1:])}`",
         "",
         "Accuracy is the test accuracy (%) at the end (final) and the best evaluation during "
         "training (optimistic), of the EMA weights; for the teacher method that is the "

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name
+from report import command, cpu_name
 
 DEFAULT_CONFIGS = ("ucmerced_pretrained_supervised", "ucmerced_pretrained_fixmatch")
 
@@ -197,7 +197,7 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"# {args.title}", "",
         f"- Date: {dt.date.today()}; machine: {cpu_name()}, {args.threads} thread(s) per run, "
         "one run at a time, no GPU.",
-        f"- Command: `python {' '.join(sys.argv)}`",
+        f"- Command: `{command('pretrained_ucmerced.py')}`",
         f"- Other load on the machine: {args.other_load}",
         f"- Data: UC Merced (2,100 images, 21 classes), 50/50 split per class, split seed = seed; "
         f"images at {args.image_size} px; model {args.model} with ImageNet weights.",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name
+from report import command, cpu_name
 
 from aerossl.pipelines.sweep import aggregate, parse_budget
 
@@ -167,7 +167,7 @@ def main() -> int:
     lines = [
         "# The few-label recipe: methods by their mean over data sets and label budgets", "",
         f"- Date: {dt.date.today()}; machine: {cpu_name()}, no GPU.",
-        f"- Command: `python benchmarks/recipe_choice.py {' '.join(sys.argv[1:])}`",
+        f"- Command: `{command('recipe_choice.py')}`",
         f"- Sweeps read: {', '.join(f'{n}: `{d}`' for n, d in dirs.items())}.",
     ]
     if args.note:

@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -173,7 +174,7 @@ def main() -> None:
     for s, r in samples:
         per_step.setdefault(25 * (s // 25), r)
     table = "\n".join(f"| {s} | {r / 1024:.0f} |" for s, r in sorted(per_step.items()))
-    command = "python " + " ".join(sys.argv)
+    command = "python " + shlex.join(sys.argv)
     text = f"""# Scale: 100,000 images
 
 - date: {dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name
+from report import command, cpu_name
 
 COMPUTED = re.compile(r"this run computed (\d+) of the (\d+) image views")
 
@@ -68,7 +67,7 @@ def main() -> int:
         f"## `{args.config}`: {len(args.seeds)} runs started together, cold bank", "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
         f"{cpu_name()}, one core and one thread per run",
-        f"- command: `python benchmarks/shared_bank.py {shlex.join(sys.argv[1:])}`",
+        f"- command: `{command('shared_bank.py')}`",
         f"- meanwhile: {args.context}", "",
         "| seed | bank minutes | views computed by this run | views its split needs |",
         "|---|---|---|---|",

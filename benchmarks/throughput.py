@@ -33,6 +33,7 @@ import datetime as dt
 import os
 import platform
 import random
+import shlex
 import statistics
 import sys
 import tempfile
@@ -423,7 +424,7 @@ def main() -> None:
     section = f"""## {title}, {device}
 
 - date: {dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-- command: `PYTHONPATH=src python {' '.join(sys.argv)}`
+- command: `PYTHONPATH=src python {shlex.join(sys.argv)}`
 - machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__};
   load average before {load_before[0]:.2f}, after {load_after[0]:.2f}{
     ' (machine shared with other jobs during the measurement)' if max(load_before[0],

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import cpu_name
+from report import command, cpu_name
 
 DEFAULT_METHODS = ("supervised", "fixmatch")
 
@@ -136,7 +136,7 @@ def write_table(dirs: list[Path], args: argparse.Namespace) -> str:
         "4 labelled images per class (84), the split and labels drawn from the seed",
         f"- configs: {configs} (shipped), overrides for all: {args.common or 'none'}, "
         f"per method: {args.overrides or 'none'}",
-        f"- command: `python benchmarks/ucmerced_4labels.py {' '.join(sys.argv[1:])}`",
+        f"- command: `{command('ucmerced_4labels.py')}`",
         "",
         "Accuracy is the test accuracy (%) of the EMA weights at the end of training (final); "
         "best is the best evaluation during training (optimistic: chosen on the test split). "

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine
+from report import command, machine
 
 
 def grow(root: Path, n: int, out: Path, seed: int = 0) -> Path:
@@ -103,7 +103,7 @@ def main() -> None:
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}, "
         "cold image cache and view bank per run",
-        f"- command: `python benchmarks/wall_time.py {' '.join(sys.argv[1:])}`",
+        f"- command: `{command('wall_time.py')}`",
         f"- meanwhile: {args.context}",
         "",
         "| seed | images | threads | wall minutes | of which view bank | final accuracy |",
