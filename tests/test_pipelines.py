@@ -25,7 +25,7 @@ from aerossl.cli import main
 from aerossl.config import CONTRASTIVE, STRONG, WEAK
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
-from aerossl.pipelines.stages import run_stage, with_contrastive_views
+from aerossl.pipelines.stages import run_stage, with_default_pipelines
 from aerossl.runs.loader import load_run_config, load_run_network
 from aerossl.validate import config_from_dict
 
@@ -143,7 +143,7 @@ def test_simclr_finetune_distill_pipeline_on_real_images(five_classes: Path,
     assert list(rows) == ["pretrain", "finetune", "distill"]
 
     # the representation improved over the same encoder at its random initialisation
-    cfg = config_from_dict(with_contrastive_views(
+    cfg = config_from_dict(with_default_pipelines(
         {**base, **{k: v for k, v in pretrain.items() if k != "name"},
          "train": {**base["train"], **pretrain["train"]}, "name": "random",
          "output_dir": str(tmp_path / "random")}))
@@ -258,6 +258,34 @@ def test_example_pipelines_are_valid(name: str) -> None:
     stages = stage_configs(path)
     assert len(stages) == 3
     for stage, raw in stages:
-        cfg = config_from_dict(with_contrastive_views(raw), stage)
+        cfg = config_from_dict(with_default_pipelines(raw), stage)
         assert cfg.name == stage
     assert "@" not in json.dumps([raw for _, raw in stages])
+
+
+def test_a_method_brings_its_own_augment_pipeline_only_where_the_config_lacks_it() -> None:
+    from aerossl.config import CONTRASTIVE, WEAK
+
+    # SimCLR under another view name, a config with its own augment section: added beside
+    raw = {"algorithm": {"name": "simclr", "view": "pairs"}, "augment": {"weak": WEAK}}
+    out = with_default_pipelines(raw)
+    assert out["augment"] == {"weak": WEAK, "pairs": CONTRASTIVE}
+    assert config_from_dict(out).augment["pairs"] == CONTRASTIVE
+    # no augment section: the defaults plus the method's pipeline
+    out = with_default_pipelines({"algorithm": {"name": "simclr", "view": "pairs"}})
+    assert set(out["augment"]) == {"weak", "strong", "contrastive", "pairs"}
+    # a pipeline the user wrote is kept as written; other methods bring nothing
+    mine = {"algorithm": {"name": "simclr"}, "augment": {"contrastive": WEAK}}
+    assert with_default_pipelines(mine) == mine
+    fixmatch = {"algorithm": {"name": "fixmatch"}, "augment": {"weak": WEAK}}
+    assert with_default_pipelines(fixmatch) == fixmatch
+    unknown = {"algorithm": {"name": "nope"}}
+    assert with_default_pipelines(unknown) == unknown
+
+
+def test_the_transfer_source_a_method_declares_is_one_of_its_parameters() -> None:
+    # aerossl finetune fills it (tests/test_lwf.py runs that path)
+    from aerossl.algorithms import algorithm_names, get_algorithm
+
+    assert [n for n in algorithm_names() if get_algorithm(n).transfer_source] == ["lwf"]
+    assert get_algorithm("lwf").transfer_source in get_algorithm("lwf").Params.model_fields

@@ -511,7 +511,7 @@ def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_
     on images, VAT's pixel-unit perturbation) recompute the frozen bottom instead."""
     from aerossl.algorithms import algorithm_names, get_algorithm
     from aerossl.config import CONFIG_DIR, read_yaml
-    from aerossl.pipelines.stages import with_contrastive_views
+    from aerossl.pipelines.stages import with_default_pipelines
 
     teacher = aerossl.train(_bank_config(five_classes, tmp_path / "t", "supervised"))
     skipped = {"spatiotemporal"}  # needs per-image metadata: tests/test_metadata.py
@@ -527,7 +527,7 @@ def test_every_method_trains_on_the_pretrained_backbone(five_classes: Path, tmp_
         shipped = CONFIG_DIR / f"ucmerced_{name}.yaml"
         if shipped.is_file() and "augment" in read_yaml(shipped):  # e.g. ccssl's "contrast"
             cfg["augment"] = read_yaml(shipped)["augment"]
-        trainer = Trainer(config_from_dict(with_contrastive_views(cfg)), tmp_path / name)
+        trainer = Trainer(config_from_dict(with_default_pipelines(cfg)), tmp_path / name)
         result = trainer.fit()
         assert (trainer.bank is None) == get_algorithm(name).needs_images, name
         assert 0.0 <= result.final_acc <= 1.0 and np.isfinite(result.final_acc), name

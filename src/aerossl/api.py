@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aerossl.algorithms import algorithm_names, get_algorithm
 from aerossl.config import (
     Config,
     apply_overrides,
@@ -106,9 +107,9 @@ def demo(steps_scale: float = 1.0, output_dir: str = "runs", device: str = "auto
 
 def _train_raw(raw: dict[str, Any], overrides: list[str] | None,
                run_dir: str | Path | None) -> RunResult:
-    from aerossl.pipelines.stages import with_contrastive_views
+    from aerossl.pipelines.stages import with_default_pipelines
 
-    cfg = config_from_dict(with_contrastive_views(apply_overrides(raw, overrides)))
+    cfg = config_from_dict(with_default_pipelines(apply_overrides(raw, overrides)))
     return Trainer(cfg, Path(run_dir) if run_dir else None).fit()
 
 
@@ -129,8 +130,10 @@ def finetune(init: str | Path, config: Config | str | Path | dict[str, Any],
     if algorithm is not None:
         raw = with_algorithm(raw, algorithm)
     raw["model"] = {**(raw.get("model") or {}), "init": str(init)}
-    if (raw.get("algorithm") or {}).get("name") == "lwf":  # LwF's original network is init
-        raw["algorithm"] = {"source": str(init), **raw["algorithm"]}
+    name = (raw.get("algorithm") or {}).get("name")
+    field = get_algorithm(name).transfer_source if name in algorithm_names() else None
+    if field:  # the method's original network (LwF) is the one it starts from
+        raw["algorithm"] = {field: str(init), **raw["algorithm"]}
     if linear_probe:
         raw["model"]["freeze_backbone"] = True
     if backbone_lr_scale is not None:
@@ -287,7 +290,6 @@ def validate(config: str | Path, overrides: list[str] | None = None) -> Config:
 def inventory() -> dict[str, list[str]]:
     """What is registered: algorithms, models (with their feature units and pretrained weights),
     augmentations, data formats and shipped configs."""
-    from aerossl.algorithms import algorithm_names
     from aerossl.augment import AUGMENTATIONS
     from aerossl.data.formats import format_names
     from aerossl.models import create_model, model_names

@@ -106,12 +106,16 @@ class Algorithm(nn.Module):
     maps, not images. A method whose step needs images (a teacher network on images, a
     perturbation in pixel units) sets ``needs_images``; the engine then recomputes the frozen
     bottom instead of using the bank.
+
+    A transfer method that needs the run it fine-tunes from (LwF) names the parameter that
+    holds it in ``transfer_source``; ``aerossl finetune SOURCE`` fills it with SOURCE.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[AlgorithmParams]] = AlgorithmParams
     tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
     needs_images: ClassVar[bool] = False
+    transfer_source: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -213,6 +217,13 @@ class Algorithm(nn.Module):
         return ViewSpec(labeled={"weak": "weak"})
 
     @classmethod
+    def default_pipelines(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Augment pipelines (name: spec) the method brings for a config whose ``augment``
+        section lacks them, from the raw (unvalidated) algorithm section ``params``; none by
+        default."""
+        return {}
+
+    @classmethod
     def pipelines(cls, params: AlgorithmParams) -> set[str]:
         """Names of the augmentation pipelines the config must declare."""
         return cls.views(params).pipelines()
@@ -251,6 +262,14 @@ class Algorithm(nn.Module):
     def eval_model(self) -> nn.Module:
         """The network that is evaluated, checkpointed as the result and exported."""
         return self.model
+
+    @classmethod
+    def kept_old_task(cls, params: AlgorithmParams, state: dict[str, Tensor]
+                      ) -> tuple[str, str, dict[str, Tensor]] | None:
+        """For a transfer method that keeps the old task's head beside the new one (LwF): the
+        source run, its checkpoint and the kept head's weights, read from the run's saved
+        algorithm ``state``. None (the default): the method keeps no old head."""
+        return None
 
 
 class LabeledMixParams(AlgorithmParams):

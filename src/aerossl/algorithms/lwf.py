@@ -61,6 +61,7 @@ class LwF(Algorithm):
     network's outputs into the kept old head."""
 
     needs_images: ClassVar[bool] = True  # the original network runs on the images
+    transfer_source: ClassVar[str | None] = "source"  # aerossl finetune fills it
 
     class Params(AlgorithmParams):
         source: str | None = Field(
@@ -119,6 +120,13 @@ class LwF(Algorithm):
                     f"algorithm.source: the network does not start from {self.p.source} "
                     f"({key} differs); set model.init to the same run (aerossl finetune "
                     "SOURCE CONFIG --algorithm lwf sets both)")
+
+    @classmethod
+    def kept_old_task(cls, params: Params, state: dict[str, Tensor]  # type: ignore[override]
+                      ) -> tuple[str, str, dict[str, Tensor]]:
+        """The source run and the old head as trained beside the new one."""
+        head = {k[len("old_head."):]: v for k, v in state.items() if k.startswith("old_head.")}
+        return str(params.source), params.source_checkpoint, head
 
     @torch.no_grad()
     def original_logits(self, x: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ images) is fitted and its test accuracy logged as ``linear_probe_acc``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from aerossl.algorithms.base import (
     register_algorithm,
 )
 from aerossl.algorithms.contrastive import nt_xent
+from aerossl.config import CONTRASTIVE
 from aerossl.models.probe import fit_linear_head
 
 
@@ -69,6 +71,11 @@ class SimCLR(Algorithm):
     @classmethod
     def views(cls, params: AlgorithmParams) -> ViewSpec:
         return ViewSpec(labeled={}, unlabeled={"v1": params.view, "v2": params.view})
+
+    @classmethod
+    def default_pipelines(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """SimCLR's own crop-and-colour pipeline under its view's name."""
+        return {params.get("view", "contrastive"): copy.deepcopy(CONTRASTIVE)}
 
     def __init__(self, model: nn.Module, params: Params, num_classes: int,
                  **data: Any) -> None:

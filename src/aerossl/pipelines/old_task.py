@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aerossl.algorithms import get_algorithm
 from aerossl.engine.checkpoint import load_checkpoint
 from aerossl.engine.data import load_data
 from aerossl.engine.evaluate import evaluate_model
@@ -20,19 +21,19 @@ def old_task_network(run_dir: str | Path, checkpoint: str = "last",
                      device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
     """The network of the OLD task after a transfer run (eval mode) and the old classes.
 
-    The run's evaluated backbone with, for an LwF run, its kept old head; for any other run
+    The run's evaluated backbone with, for a method that keeps the old head (LwF,
+    :meth:`~aerossl.algorithms.base.Algorithm.kept_old_task`), that head; for any other run
     from ``model.init`` (plain fine-tuning or a frozen backbone), the source's original head
     (what fine-tuning leaves of the old task). Normalisation is the run's own, as in training.
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     network, _ = load_run_network(run_dir, checkpoint, device)
-    if cfg.algorithm.name == "lwf":
-        source = cfg.algorithm_params().get("source")
-        source_checkpoint = cfg.algorithm_params().get("source_checkpoint", "last")
-        last = load_checkpoint(run_dir / "checkpoints" / "last.pt", device)
-        head = {k[len("old_head."):]: v for k, v in last["algorithm"].items()
-                if k.startswith("old_head.")}
+    algorithm = get_algorithm(cfg.algorithm.name)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", device)["algorithm"]
+    kept = algorithm.kept_old_task(algorithm.Params(**cfg.algorithm_params()), state)
+    if kept is not None:
+        source, source_checkpoint, head = kept
     elif cfg.model.init:
         source, source_checkpoint, head = cfg.model.init, "last", None
     else:

@@ -30,7 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aerossl.config import CONTRASTIVE, read_yaml
+from aerossl.algorithms import algorithm_names, get_algorithm
+from aerossl.config import AlgorithmConfig, Config, read_yaml
 from aerossl.engine.checkpoint import writing
 from aerossl.engine.trainer import Trainer
 from aerossl.errors import ConfigError
@@ -74,19 +75,21 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def with_contrastive_views(raw: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` with the default ``contrastive`` augment pipeline when SimCLR needs it."""
+def with_default_pipelines(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the augment pipelines its method brings
+    (:meth:`~aerossl.algorithms.base.Algorithm.default_pipelines`, e.g. SimCLR's
+    ``contrastive``) where its ``augment`` section lacks them."""
     algo = raw.get("algorithm") or {}
-    if algo.get("name") == "simclr":
-        view = algo.get("view", "contrastive")
-        augment = raw.get("augment")
-        if augment is not None and view not in augment:
-            raw = merge(raw, {"augment": {view: CONTRASTIVE}})
-        elif augment is None:
-            from aerossl.config import Config
-
-            raw = merge(raw, {"augment": {**Config().augment, view: CONTRASTIVE}})
-    return raw
+    name = algo.get("name", AlgorithmConfig().name)
+    if name not in algorithm_names():
+        return raw  # validation names the unknown method
+    augment = raw.get("augment")
+    own = augment if augment is not None else Config().augment
+    missing = {k: v for k, v in get_algorithm(name).default_pipelines(algo).items()
+               if k not in own}
+    if not missing:
+        return raw
+    return merge(raw, {"augment": {**(own if augment is None else {}), **missing}})
 
 
 def noisy_student_stages(plan: NoisyStudentPlan) -> list[dict[str, Any]]:
@@ -139,7 +142,7 @@ def run_stage(cfg_raw: dict[str, Any], run_dir: Path, source: str) -> dict[str, 
         log.info("stage %s: resuming %s", run_dir.name, run_dir)
         Trainer(load_run_config(run_dir), run_dir, resume=True).fit()
     else:
-        cfg = config_from_dict(with_contrastive_views(cfg_raw), source)
+        cfg = config_from_dict(with_default_pipelines(cfg_raw), source)
         Trainer(cfg, run_dir).fit()
     return json.loads(summary.read_text())
 

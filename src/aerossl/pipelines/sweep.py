@@ -115,7 +115,7 @@ class SweepResult:
 def cell_configs(raw: dict[str, Any], budgets: list[Budget], methods: list[str],
                  seeds: list[int], sweep_dir: Path) -> list[dict[str, Any]]:
     """Every cell of the grid (seed, budget, method order) with its validated raw config."""
-    from aerossl.pipelines.stages import with_contrastive_views
+    from aerossl.pipelines.stages import with_default_pipelines
 
     base = config_from_dict(raw, "sweep config")
     counts = train_counts(base) if any(b.percent is not None for b in budgets) else None
@@ -128,7 +128,7 @@ def cell_configs(raw: dict[str, Any], budgets: list[Budget], methods: list[str],
                 cell = with_algorithm(raw, method)
                 cell = {**cell, "name": name, "output_dir": str(sweep_dir), "seed": seed,
                         "data": {**(cell.get("data") or {}), "labels_per_class": k}}
-                cell = with_contrastive_views(cell)
+                cell = with_default_pipelines(cell)
                 config_from_dict(cell, f"sweep cell {name}")  # every cell valid before training
                 cells.append({"name": name, "method": method, "budget": budget.text,
                               "labels_per_class": k, "seed": seed, "raw": cell})
