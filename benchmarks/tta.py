@@ -1,10 +1,11 @@
 """Test-time augmentation on trained runs: each run's final weights evaluated on its own test
 split once per ``--tta`` mode (``aerossl evaluate RUN --tta MODE``), in one table.
 
-A mode's accuracy is set beside the run's accuracy without it, with the lowest per-class
-accuracy; the summary averages the gain per method and label budget over the runs given, so
-every method is measured on the same seeds. The runs are not retrained: pass the run folders
-of a sweep (``SWEEP/METHOD_LABELS_sSEED``).
+A mode's accuracy is set beside the run's accuracy without it (and the accuracy the run logged
+at its end, which ``none`` reproduces), with the lowest per-class accuracy; the summary
+averages the gain per method and label budget over the runs given, so every method is
+measured on the same seeds. The runs are not retrained: pass the run folders of a sweep
+(``SWEEP/METHOD_LABELS_sSEED``).
 
     python benchmarks/tta.py /work/sweeps/demo_*/*_s2 --modes none dihedral --threads 1 \\
         --out benchmarks/results/tta_demo.md --meanwhile "nothing"
@@ -49,8 +50,11 @@ def evaluate_run(run_dir: Path, modes: list[str]) -> dict:
     """One row: the run's method, budget and seed, and per mode its test accuracy (%), lowest
     class (%) and the evaluation's minutes."""
     cfg = load_run_config(run_dir)
+    summary = run_dir / "summary.json"
+    logged = json.loads(summary.read_text())["final_acc"] if summary.is_file() else None
     row: dict = {"run": f"{run_dir.parent.name}/{run_dir.name}", "method": method_name(run_dir),
-                 "labels": cfg.data.labels_per_class, "seed": cfg.seed}
+                 "labels": cfg.data.labels_per_class, "seed": cfg.seed,
+                 "logged": None if logged is None else 100 * logged}
     for mode in modes:
         start = time.perf_counter()
         res = api.evaluate(run_dir, "last", "cpu", mode)
@@ -60,13 +64,15 @@ def evaluate_run(run_dir: Path, modes: list[str]) -> dict:
 
 
 def table(rows: list[dict], modes: list[str]) -> list[str]:
-    """Per run: accuracy (lowest class) per mode, and each mode's gain over the first."""
+    """Per run: the accuracy the run logged at its end, accuracy (lowest class) per mode, and
+    each mode's gain over the first."""
     base = modes[0]
-    head = ["run", "method", "labels/class", "seed"] + [f"`{m}`" for m in modes]
+    head = ["run", "method", "labels/class", "seed", "logged"] + [f"`{m}`" for m in modes]
     head += [f"`{m}` - `{base}`" for m in modes[1:]] + ["minutes per mode"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["run"], r["method"], str(r["labels"]), str(r["seed"])]
+        logged = "-" if r.get("logged") is None else f"{r['logged']:.1f}"
+        cells = [r["run"], r["method"], str(r["labels"]), str(r["seed"]), logged]
         cells += [f"{r[m][0]:.1f} ({r[m][1]:.0f})" for m in modes]
         cells += [f"{r[m][0] - r[base][0]:+.1f}" for m in modes[1:]]
         cells.append(" / ".join(f"{r[m][2]:.1f}" for m in modes))

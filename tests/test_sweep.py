@@ -306,7 +306,7 @@ def test_tta_benchmark_sets_each_mode_beside_the_baseline_per_method(tmp_path: P
             for m, s, acc, gain in [("a", 0, 70.0, 1.0), ("a", 1, 80.0, -0.4),
                                     ("b", 0, 60.0, 2.0)]]
     per_run = tta.table(rows, ["none", "dihedral"])
-    assert per_run[2] == "| s/a_0 | a | 2 | 0 | 70.0 (10) | 71.0 (20) | +1.0 | 0.1 / 0.8 |"
+    assert per_run[2] == "| s/a_0 | a | 2 | 0 | - | 70.0 (10) | 71.0 (20) | +1.0 | 0.1 / 0.8 |"
     summary = tta.summary(rows, ["none", "dihedral"])
     assert summary[2] == "| 2 | a | 2 (0, 1) | 75.0 | 75.3 | +0.3 (+1.0, -0.4) |"
     assert summary[3].startswith("| 2 | b | 1 (0) | 60.0 | 62.0 | +2.0")
