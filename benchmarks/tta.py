@@ -32,14 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import command, results_header, write_results
 
 from aerossl import api
+from aerossl.config import Config
 from aerossl.models.tta import TTA_MODES
 from aerossl.runs.loader import load_run_config
 
 
-def method_name(run_dir: Path) -> str:
+def method_name(cfg: Config) -> str:
     """The run's algorithm, ``+consistency`` for label propagation with its consistency term
     (the ``few_labels`` recipe)."""
-    algo = load_run_config(run_dir).algorithm
+    algo = cfg.algorithm
     name = algo.name
     if getattr(algo, "consistency", 0) > 0:
         name += " + consistency"
@@ -52,7 +53,7 @@ def evaluate_run(run_dir: Path, modes: list[str]) -> dict:
     cfg = load_run_config(run_dir)
     summary = run_dir / "summary.json"
     logged = json.loads(summary.read_text())["final_acc"] if summary.is_file() else None
-    row: dict = {"run": f"{run_dir.parent.name}/{run_dir.name}", "method": method_name(run_dir),
+    row: dict = {"run": f"{run_dir.parent.name}/{run_dir.name}", "method": method_name(cfg),
                  "labels": cfg.data.labels_per_class, "seed": cfg.seed,
                  "logged": None if logged is None else 100 * logged}
     for mode in modes:
